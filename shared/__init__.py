@@ -1,0 +1,1 @@
+"""The contract both services import: wire schemas, models, losses, metrics, ranking and training."""

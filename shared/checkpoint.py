@@ -1,0 +1,77 @@
+"""Checkpoints as data: a directory with `weights.pt` (a state_dict, loaded with weights_only=True) and
+`config.json` (family, sizes, architecture config and whatever metadata the caller adds, e.g. id maps).
+Both files are written to temporary names and renamed into place, so a crash never leaves half a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared.models.base import Recommender
+from shared.models.sizing import build_model
+
+WEIGHTS = "weights.pt"
+CONFIG = "config.json"
+FORMAT_VERSION = 1
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def save_checkpoint(directory: str | Path, model: Recommender, metadata: dict[str, Any] | None = None) -> Path:
+    directory = Path(directory)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "family": model.family,
+        "n_users": model.n_users,
+        "n_items": model.n_items,
+        "config": model.config(),
+        "num_parameters": model.num_parameters(),
+        "metadata": metadata or {},
+    }
+    _atomic_write(directory / WEIGHTS, lambda handle: torch.save(state, handle))
+    atomic_write_text(directory / CONFIG, json.dumps(config, indent=2, sort_keys=True))
+    return directory
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {directory}: {CONFIG} is missing")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint format {config.get('format_version')!r}")
+    return config
+
+
+def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> tuple[Recommender, dict[str, Any]]:
+    """Rebuild the model from config.json and load its weights (weights_only=True: no pickled code runs)."""
+    config = read_checkpoint_config(directory)
+    model = build_model(config["family"], config["n_users"], config["n_items"], **config["config"])
+    state = torch.load(Path(directory) / WEIGHTS, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device), config
