@@ -71,7 +71,9 @@ class ItemSets:
             raise ValueError(f"user indices must lie in [0, {n_users})")
         if items.size and (items.min() < 0 or items.max() >= n_items):
             raise ValueError(f"item indices must lie in [0, {n_items})")
-        keys = np.unique(users * n_items + items)
+        keys = np.sort(users * n_items + items)
+        if keys.size:
+            keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
         rows = keys // n_items
         indices = keys % n_items
         indptr = np.zeros(n_users + 1, dtype=np.int64)
@@ -80,7 +82,9 @@ class ItemSets:
 
     @classmethod
     def from_lists(cls, lists: list[np.ndarray] | list[list[int]], n_items: int) -> ItemSets:
-        users = np.concatenate([np.full(len(row), u, dtype=np.int64) for u, row in enumerate(lists)] or [np.empty(0, np.int64)])
+        users = np.concatenate(
+            [np.full(len(row), u, dtype=np.int64) for u, row in enumerate(lists)] or [np.empty(0, np.int64)]
+        )
         items = np.concatenate([np.asarray(row, dtype=np.int64) for row in lists] or [np.empty(0, np.int64)])
         return cls.from_pairs(users, items, len(lists), n_items)
 

@@ -113,13 +113,25 @@ def fit(
             else:
                 stale += 1
             bar.set_postfix(loss=f"{record['loss']:.4f}", **{config.metric: f"{metrics[config.metric]:.4f}"})
-            log.info("%s epoch %d loss %.4f %s %.4f", description, epoch, record["loss"], config.metric,
-                     metrics[config.metric])
+            log.info(
+                "%s epoch %d loss %.4f %s %.4f",
+                description,
+                epoch,
+                record["loss"],
+                config.metric,
+                metrics[config.metric],
+            )
         result.history.append(record)
         if validate is not None and config.patience and stale >= config.patience:
             result.stopped_early = True
-            log.info("%s: no %s gain in %d evaluations, stopping at epoch %d (best %d)", description,
-                     config.metric, stale, epoch, result.best_epoch)
+            log.info(
+                "%s: no %s gain in %d evaluations, stopping at epoch %d (best %d)",
+                description,
+                config.metric,
+                stale,
+                epoch,
+                result.best_epoch,
+            )
             break
     bar.close()
     if best_state is not None:

@@ -69,7 +69,9 @@ def config_at_fraction(
     return best
 
 
-def build_at_fraction(reference: Recommender, fraction: float, tolerance: float = 0.02) -> tuple[Recommender, SizedConfig]:
+def build_at_fraction(
+    reference: Recommender, fraction: float, tolerance: float = 0.02
+) -> tuple[Recommender, SizedConfig]:
     """A fresh model of `reference`'s family with about `fraction` of its parameters, and the sizing report."""
     sized = config_at_fraction(
         reference.family, reference.config(), reference.n_users, reference.n_items, fraction, tolerance

@@ -32,7 +32,9 @@ def test_matches_brute_force_on_random_data(seed):
     train_rows = [rng.choice(n_items, size=rng.integers(0, 10), replace=False) for _ in range(n_users)]
     train = ItemSets.from_lists(train_rows, n_items)
     valid = np.array([rng.choice(np.setdiff1d(np.arange(n_items), r)) for r in train_rows])
-    test = np.array([rng.choice(np.setdiff1d(np.arange(n_items), np.append(r, v))) for r, v in zip(train_rows, valid, strict=True)])
+    test = np.array(
+        [rng.choice(np.setdiff1d(np.arange(n_items), np.append(r, v))) for r, v in zip(train_rows, valid, strict=True)]
+    )
     users = np.arange(n_users)
     got = target_ranks(make_scorer(scores), users, test[users], exclude=[train], exclude_items=[valid], batch_size=7)
     want = brute_force_ranks(scores, users, test, train_rows, valid)

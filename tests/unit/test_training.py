@@ -23,8 +23,7 @@ def test_early_stopping_restores_the_best_epoch():
         snapshots[value] = model.user_emb.weight.detach().clone()
         return {"NDCG@50": value}
 
-    result = fit(model, TripletSampler(train, 2), validate,
-                 TrainConfig(epochs=20, lr=0.1, patience=3, progress=False))
+    result = fit(model, TripletSampler(train, 2), validate, TrainConfig(epochs=20, lr=0.1, patience=3, progress=False))
     assert result.best_epoch == 1
     assert result.stopped_early and result.epochs_run == 4
     torch.testing.assert_close(model.user_emb.weight, snapshots[0.5])
@@ -34,15 +33,24 @@ def test_nan_loss_raises_with_a_remedy():
     model = BPR(2, 3, dim=2)
     train = ItemSets.from_lists([[0], [1]], 3)
     with pytest.raises(FloatingPointError, match="lower learning rate"):
-        fit(model, TripletSampler(train, 2), None, TrainConfig(epochs=1, progress=False),
-            loss_fn=lambda batch: torch.tensor(float("nan"), requires_grad=True))
+        fit(
+            model,
+            TripletSampler(train, 2),
+            None,
+            TrainConfig(epochs=1, progress=False),
+            loss_fn=lambda batch: torch.tensor(float("nan"), requires_grad=True),
+        )
 
 
 def test_selection_metric_missing_is_reported():
     model = BPR(2, 3, dim=2)
     with pytest.raises(KeyError, match="HR@50"):
-        fit(model, TripletSampler(ItemSets.from_lists([[0], [1]], 3), 2), lambda: {"NDCG@50": 0.0},
-            TrainConfig(epochs=1, metric="HR@50", progress=False))
+        fit(
+            model,
+            TripletSampler(ItemSets.from_lists([[0], [1]], 3), 2),
+            lambda: {"NDCG@50": 0.0},
+            TrainConfig(epochs=1, metric="HR@50", progress=False),
+        )
 
 
 def test_same_seed_same_result():

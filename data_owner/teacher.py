@@ -1,0 +1,84 @@
+"""Teacher training on the owner's raw data (L_CF), model selection on the validation item, test evaluation.
+
+The GD continuation (L_T = L_CF + L_GF on raw + generated pairs, Algorithm 1) builds on these pieces."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_owner.data.split import LeaveOneOutSplit
+from shared.evaluation import EvalResult, evaluate
+from shared.models import Recommender, build_model
+from shared.sampling import TripletSampler
+from shared.training import TrainConfig, TrainResult, fit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = (5, 10, 20, 50)
+
+
+def validation_result(model: Recommender, split: LeaveOneOutSplit, ks: Sequence[int] = DEFAULT_KS) -> EvalResult:
+    """Full ranking of each user's validation item, training items excluded (the test item stays a candidate)."""
+    users = split.eval_users
+    return evaluate(model.score_all, users, split.valid_item[users], exclude=[split.train], ks=ks, device=model.device)
+
+
+def test_result(model: Recommender, split: LeaveOneOutSplit, ks: Sequence[int] = DEFAULT_KS) -> EvalResult:
+    """Full ranking of each user's test item, training items and the validation item excluded."""
+    users = split.eval_users
+    return evaluate(
+        model.score_all,
+        users,
+        split.test_item[users],
+        exclude=[split.train],
+        exclude_items=[split.valid_item],
+        ks=ks,
+        device=model.device,
+    )
+
+
+@dataclass
+class TeacherRun:
+    model: Recommender
+    train: TrainResult
+    valid: dict[str, float]
+    test: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train_base_model(
+    split: LeaveOneOutSplit,
+    family: str,
+    model_config: dict[str, Any],
+    train_config: TrainConfig,
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+    ks: Sequence[int] = DEFAULT_KS,
+) -> TeacherRun:
+    """Train a BPR/NeuMF model on the raw training pairs, select the epoch on validation, report test."""
+    torch.manual_seed(train_config.seed)
+    model = build_model(family, split.n_users, split.n_items, **model_config).to(device)
+    sampler = TripletSampler(split.train, batch_size=batch_size)
+    result = fit(
+        model,
+        sampler,
+        lambda: validation_result(model, split, ks).metrics,
+        train_config,
+        device=device,
+        description=f"{family} d={model_config}",
+    )
+    valid = validation_result(model, split, ks).metrics
+    test = test_result(model, split, ks).metrics
+    log.info("%s: best epoch %d, valid %s, test %s", family, result.best_epoch, valid, test)
+    return TeacherRun(model=model, train=result, valid=valid, test=test)
+
+
+def popularity_scores(split: LeaveOneOutSplit) -> np.ndarray:
+    """Training-set item counts: the popularity reference every recommender must beat."""
+    return np.bincount(split.train.indices, minlength=split.n_items).astype(np.float32)
