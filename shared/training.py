@@ -56,13 +56,43 @@ class TrainResult:
         return int(self.history[-1]["epoch"]) if self.history else 0
 
 
+class _Optimizers:
+    """SparseAdam (lazy Adam: only rows in the batch move) for sparse-gradient embeddings, Adam for the rest."""
+
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float) -> None:
+        sparse_ids = {
+            id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse
+        }
+        sparse = [p for p in model.parameters() if id(p) in sparse_ids and p.requires_grad]
+        dense = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
+        self.parts: list[torch.optim.Optimizer] = []
+        if sparse:
+            self.parts.append(torch.optim.SparseAdam(sparse, lr=lr))
+        if dense:
+            self.parts.append(torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> Any:
+    """Adam for dense parameters plus SparseAdam for embeddings built with `sparse=True` (weight decay applies
+    to the dense part only; embeddings are regularised by the models' own L2 term on the batch)."""
+    return _Optimizers(model, lr, weight_decay)
+
+
 def fit(
     model: nn.Module,
     batches: Callable[[int, np.random.Generator], Iterable[Batch]],
     validate: Callable[[], dict[str, float]] | None,
     config: TrainConfig,
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Any = None,
     device: torch.device | str | None = None,
     description: str = "train",
 ) -> TrainResult:
@@ -76,7 +106,7 @@ def fit(
     torch.manual_seed(config.seed)  # parameter-free ops only (e.g. dropout); inits are the caller's
     loss_fn = loss_fn or model.loss  # type: ignore[assignment]
     assert loss_fn is not None
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = optimizer or make_optimizer(model, config.lr, config.weight_decay)
     started = time.perf_counter()
     result = TrainResult(best_epoch=0, best_metrics={})
     best_value = -math.inf

@@ -16,15 +16,18 @@ class BPR(Recommender):
 
     family = "bpr"
 
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, reg: float = 1e-4, init_std: float = 0.1) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, dim: int = 64, reg: float = 1e-4, init_std: float = 0.1, sparse: bool = True
+    ) -> None:
         super().__init__(n_users, n_items)
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         self.dim = dim
         self.reg = reg
         self.init_std = init_std
-        self.user_emb = nn.Embedding(n_users, dim)
-        self.item_emb = nn.Embedding(n_items, dim)
+        self.sparse = sparse  # sparse embedding gradients: only the rows in a batch are touched (lazy Adam)
+        self.user_emb = nn.Embedding(n_users, dim, sparse=sparse)
+        self.item_emb = nn.Embedding(n_items, dim, sparse=sparse)
         nn.init.normal_(self.user_emb.weight, std=init_std)
         nn.init.normal_(self.item_emb.weight, std=init_std)
 
@@ -50,7 +53,7 @@ class BPR(Recommender):
         return self.item_emb.weight
 
     def config(self) -> dict[str, Any]:
-        return {"dim": self.dim, "reg": self.reg, "init_std": self.init_std}
+        return {"dim": self.dim, "reg": self.reg, "init_std": self.init_std, "sparse": self.sparse}
 
     @classmethod
     def count_parameters(cls, n_users: int, n_items: int, **config: Any) -> int:

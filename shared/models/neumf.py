@@ -32,17 +32,18 @@ class NeuMF(Recommender):
         hidden: tuple[int, ...] | list[int] = (32, 16),
         reg: float = 1e-5,
         init_std: float = 0.01,
+        sparse: bool = True,
     ) -> None:
         super().__init__(n_users, n_items)
         hidden = tuple(int(h) for h in hidden)
         if dim_gmf <= 0 or dim_mlp <= 0 or not hidden or min(hidden) <= 0:
             raise ValueError(f"all widths must be positive, got dim_gmf={dim_gmf}, dim_mlp={dim_mlp}, hidden={hidden}")
         self.dim_gmf, self.dim_mlp, self.hidden = dim_gmf, dim_mlp, hidden
-        self.reg, self.init_std = reg, init_std
-        self.user_gmf = nn.Embedding(n_users, dim_gmf)
-        self.item_gmf = nn.Embedding(n_items, dim_gmf)
-        self.user_mlp = nn.Embedding(n_users, dim_mlp)
-        self.item_mlp = nn.Embedding(n_items, dim_mlp)
+        self.reg, self.init_std, self.sparse = reg, init_std, sparse
+        self.user_gmf = nn.Embedding(n_users, dim_gmf, sparse=sparse)
+        self.item_gmf = nn.Embedding(n_items, dim_gmf, sparse=sparse)
+        self.user_mlp = nn.Embedding(n_users, dim_mlp, sparse=sparse)
+        self.item_mlp = nn.Embedding(n_items, dim_mlp, sparse=sparse)
         widths = (2 * dim_mlp, *hidden)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.out = nn.Linear(dim_gmf + hidden[-1], 1)
@@ -117,6 +118,7 @@ class NeuMF(Recommender):
             "hidden": list(self.hidden),
             "reg": self.reg,
             "init_std": self.init_std,
+            "sparse": self.sparse,
         }
 
     @classmethod
