@@ -1,0 +1,274 @@
+"""Conditional GAN over purchase vectors with the mask mechanism (GD-REC eqs. 2-3; CFGAN, CIKM 2018).
+
+G(C_u, z) -> GF_u in (0, 1)^n; D(x | C_u) -> logit, with x = C_u (real) or the masked fake GF_u * (E_u + K_u),
+K_u a fresh sample of the user's non-interacted items (each with probability `mask_ratio`, re-drawn at every
+step). Losses (ALGORITHMS.md section 1):
+    L_D = -[log D(C_u | C_u) + log(1 - D(GF_u * (E_u + K_u) | C_u))]
+    L_G = -log D(GF_u * (E_u + K_u) | C_u) + alpha * sum_{j in K_u} GF_uj^2      (non-saturating G loss)
+Every layer that reads an n-wide binary vector (C_u, and the real x = C_u) is an embedding-bag sum over the
+user's items, so its cost grows with the user's history, not with the catalog; only the masked fake is dense.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from shared.interactions import ItemSets
+
+log = logging.getLogger(__name__)
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "relu": F.relu,
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.2),
+    "tanh": torch.tanh,
+}
+
+
+@dataclass(frozen=True)
+class CGANConfig:
+    """CGAN sizes and schedule (defaults after CFGAN's ML100K settings; tune on validation)."""
+
+    hidden_g: tuple[int, ...] = (400,)
+    hidden_d: tuple[int, ...] = (125,)
+    noise_dim: int = 32  # 0 = no noise input (plain CFGAN)
+    activation: str = "sigmoid"
+    mask_ratio: float = 0.3  # rho: share of non-interacted items in K_u
+    alpha: float = 0.03  # weight of the zero-reconstruction term
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    l2_g: float = 0.0
+    l2_d: float = 0.0
+    g_steps: int = 4  # generator passes over all users per epoch
+    d_steps: int = 2  # discriminator passes over all users per epoch
+    batch_size: int = 64
+    epochs: int = 200
+    eval_every: int = 10
+    patience: int = 5  # evaluations without validation gain before stopping; 0 = never
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.mask_ratio <= 1:
+            raise ValueError(f"mask_ratio must lie in [0, 1], got {self.mask_ratio}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
+        if min(self.hidden_g + self.hidden_d) <= 0 or self.noise_dim < 0:
+            raise ValueError("layer widths must be positive and noise_dim non-negative")
+        if self.g_steps < 1 or self.d_steps < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("g_steps, d_steps, epochs and batch_size must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _SparseInputMLP(nn.Module):
+    """MLP whose first layer reads binary item vectors as embedding bags (plus optional dense inputs)."""
+
+    def __init__(self, n_items: int, extra_dim: int, hidden: tuple[int, ...], out_dim: int, activation: str):
+        super().__init__()
+        self.n_items = n_items
+        self.bag = nn.EmbeddingBag(n_items, hidden[0], mode="sum")  # = W_c C_u for a binary C_u
+        self.extra = nn.Linear(extra_dim, hidden[0], bias=False) if extra_dim else None
+        self.bias = nn.Parameter(torch.zeros(hidden[0]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:], strict=True))
+        self.out = nn.Linear(hidden[-1], out_dim)
+        self.act = _ACTIVATIONS[activation]
+        bound = 1.0 / np.sqrt(n_items)
+        nn.init.uniform_(self.bag.weight, -bound, bound)
+
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        h = self.bag(items, offsets) + self.bias
+        if self.extra is not None and extra is not None:
+            h = h + self.extra(extra)
+        h = self.act(h)
+        for layer in self.layers:
+            h = self.act(layer(h))
+        return self.out(h)
+
+
+class Generator(nn.Module):
+    """G(C_u, z): users' purchase vectors (as item bags) and noise -> sigmoid scores over all items [B, n]."""
+
+    def __init__(self, n_items: int, hidden: tuple[int, ...] = (400,), noise_dim: int = 32, activation="sigmoid"):
+        super().__init__()
+        self.n_items, self.noise_dim = n_items, noise_dim
+        self.net = _SparseInputMLP(n_items, noise_dim, tuple(hidden), n_items, activation)
+
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self.net(items, offsets, noise))
+
+
+class Discriminator(nn.Module):
+    """D(x | C_u) -> logit [B]. x is dense [B, n] (the masked fake) or, for the real sample x = C_u, None."""
+
+    def __init__(self, n_items: int, hidden: tuple[int, ...] = (125,), activation: str = "sigmoid"):
+        super().__init__()
+        self.condition = _SparseInputMLP(n_items, 0, tuple(hidden), 1, activation)
+        self.x_weight = nn.Parameter(torch.empty(n_items, hidden[0]))  # the x half of the first layer
+        nn.init.uniform_(self.x_weight, -1.0 / np.sqrt(n_items), 1.0 / np.sqrt(n_items))
+
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        net = self.condition
+        h = net.bag(items, offsets) + net.bias
+        # x = C_u is the same bag of items; a dense x goes through the matmul
+        h = h + (F.embedding_bag(items, self.x_weight, offsets, mode="sum") if x is None else x @ self.x_weight)
+        h = net.act(h)
+        for layer in net.layers:
+            h = net.act(layer(h))
+        return net.out(h).squeeze(-1)
+
+
+def _bags(train: ItemSets, users: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = train.lengths()[users]
+    offsets = np.zeros(users.size, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    _, items = train.gather(users)
+    return torch.as_tensor(items, device=device), torch.as_tensor(offsets, device=device)
+
+
+def _dense(train: ItemSets, users: np.ndarray, device: torch.device) -> torch.Tensor:
+    rows, items = train.gather(users)
+    out = torch.zeros(users.size, train.n_items, device=device)
+    out[torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)] = 1.0
+    return out
+
+
+def sample_negative_mask(purchased: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """K_u: each non-interacted item (purchased == 0) joins with probability `ratio`. [B, n] float 0/1."""
+    draw = torch.rand(purchased.shape, generator=generator, device=purchased.device)
+    return ((draw < ratio) & (purchased == 0)).float()
+
+
+@dataclass
+class CGANResult:
+    generator: Generator
+    discriminator: Discriminator
+    best_epoch: int
+    best_metric: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    seconds_per_epoch: float = 0.0
+
+
+def _noise(batch: int, dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor | None:
+    return torch.randn(batch, dim, generator=generator, device=device) if dim else None
+
+
+def train_cgan(
+    train: ItemSets,
+    config: CGANConfig,
+    validate: Callable[[Generator], float] | None = None,
+    device: torch.device | str = "cpu",
+) -> CGANResult:
+    """Alternate D and G updates (d_steps, then g_steps passes over the users per epoch); with `validate`
+    (generator -> metric, higher is better) keep the best generator and stop after `patience` stale checks."""
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen_rng = torch.Generator(device=device).manual_seed(config.seed)
+    G = Generator(train.n_items, config.hidden_g, config.noise_dim, config.activation).to(device)
+    D = Discriminator(train.n_items, config.hidden_d, config.activation).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, weight_decay=config.l2_g)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, weight_decay=config.l2_d)
+    users_all = np.flatnonzero(train.lengths() > 0)
+    if users_all.size == 0:
+        raise ValueError("the CGAN needs at least one user with training items")
+    result = CGANResult(G, D, best_epoch=0, best_metric=-np.inf)
+    best_state: dict | None = None
+    stale = 0
+    started = time.perf_counter()
+    bar = tqdm(range(1, config.epochs + 1), desc="cgan", disable=not config.progress, leave=False)
+    for epoch in bar:
+        epoch_started = time.perf_counter()
+        d_total = g_total = 0.0
+        d_count = g_count = 0
+        G.train()
+        D.train()
+        for _ in range(config.d_steps):
+            for batch in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
+                items, offsets = _bags(train, batch, device)
+                purchased = _dense(train, batch, device)
+                with torch.no_grad():
+                    fake = G(items, offsets, _noise(batch.size, config.noise_dim, gen_rng, device))
+                    mask = purchased + sample_negative_mask(purchased, config.mask_ratio, gen_rng)
+                real_logit = D(items, offsets, None)
+                fake_logit = D(items, offsets, fake * mask)
+                loss_d = F.binary_cross_entropy_with_logits(
+                    real_logit, torch.ones_like(real_logit)
+                ) + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                d_total, d_count = d_total + loss_d.item(), d_count + 1
+        for _ in range(config.g_steps):
+            for batch in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
+                items, offsets = _bags(train, batch, device)
+                purchased = _dense(train, batch, device)
+                negatives = sample_negative_mask(purchased, config.mask_ratio, gen_rng)
+                fake = G(items, offsets, _noise(batch.size, config.noise_dim, gen_rng, device))
+                fake_logit = D(items, offsets, fake * (purchased + negatives))
+                adversarial = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
+                zero_reconstruction = (fake.pow(2) * negatives).sum(1).mean()
+                loss_g = adversarial + config.alpha * zero_reconstruction
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                g_total, g_count = g_total + loss_g.item(), g_count + 1
+        if not (np.isfinite(d_total) and np.isfinite(g_total)):
+            raise FloatingPointError(
+                f"CGAN losses diverged at epoch {epoch} (D {d_total}, G {g_total}); lower lr_g / lr_d "
+                f"(now {config.lr_g} / {config.lr_d})"
+            )
+        record = {"epoch": epoch, "loss_d": d_total / d_count, "loss_g": g_total / g_count,
+                  "seconds": time.perf_counter() - epoch_started}
+        if validate is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            G.eval()
+            value = float(validate(G))
+            record["valid"] = value
+            if value > result.best_metric:
+                result.best_metric, result.best_epoch = value, epoch
+                best_state = {k: v.detach().clone() for k, v in G.state_dict().items()}
+                stale = 0
+            else:
+                stale += 1
+            bar.set_postfix(d=f"{record['loss_d']:.3f}", g=f"{record['loss_g']:.3f}", valid=f"{value:.4f}")
+            log.info("cgan epoch %d: D %.4f G %.4f valid %.4f", epoch, record["loss_d"], record["loss_g"], value)
+        result.history.append(record)
+        if validate is not None and config.patience and stale >= config.patience:
+            log.info("cgan: no validation gain in %d checks, stopping at epoch %d (best %d)", stale, epoch,
+                     result.best_epoch)
+            break
+    bar.close()
+    if best_state is not None:
+        G.load_state_dict(best_state)
+    else:
+        result.best_epoch = len(result.history)
+    G.eval()
+    result.seconds = time.perf_counter() - started
+    result.seconds_per_epoch = float(np.mean([r["seconds"] for r in result.history]))
+    return result
+
+
+@torch.no_grad()
+def generate_scores(
+    G: Generator, train: ItemSets, users: np.ndarray, seed: int = 0, batch_size: int = 256
+) -> torch.Tensor:
+    """GF_u for the given users with seeded noise: [len(users), n] on G's device (same seed, same scores)."""
+    device = next(G.parameters()).device
+    gen_rng = torch.Generator(device=device).manual_seed(seed)
+    parts = []
+    for start in range(0, len(users), batch_size):
+        batch = np.asarray(users[start : start + batch_size], dtype=np.int64)
+        items, offsets = _bags(train, batch, device)
+        parts.append(G(items, offsets, _noise(batch.size, G.noise_dim, gen_rng, device)))
+    return torch.cat(parts) if parts else torch.empty(0, G.n_items, device=device)
