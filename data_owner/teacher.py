@@ -4,6 +4,7 @@ The GD continuation (L_T = L_CF + L_GF on raw + generated pairs, Algorithm 1) bu
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ import torch
 
 from data_owner.data.split import LeaveOneOutSplit
 from shared.evaluation import EvalResult, evaluate
-from shared.models import Recommender, build_model
+from shared.interactions import ItemSets
+from shared.models import PairBatch, Recommender, build_model
 from shared.sampling import TripletSampler
 from shared.training import TrainConfig, TrainResult, fit
 
@@ -82,3 +84,56 @@ def train_base_model(
 def popularity_scores(split: LeaveOneOutSplit) -> np.ndarray:
     """Training-set item counts: the popularity reference every recommender must beat."""
     return np.bincount(split.train.indices, minlength=split.n_items).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class JointBatch:
+    """A raw-data batch and a generated-list batch, trained together: L_T = L_CF + L_GF."""
+
+    raw: PairBatch
+    generated: PairBatch
+
+    def to(self, device: torch.device | str) -> JointBatch:
+        return JointBatch(self.raw.to(device), self.generated.to(device))
+
+
+class JointSampler:
+    """Every raw training pair once per epoch; the generated pairs spread over the same number of batches
+    (their negatives are drawn outside the user's list and training items)."""
+
+    def __init__(self, train: ItemSets, generated: ItemSets, batch_size: int) -> None:
+        self.raw = TripletSampler(train, batch_size=batch_size)
+        exclude = ItemSets.from_pairs(
+            np.concatenate([train.user_of_each_entry(), generated.user_of_each_entry()]),
+            np.concatenate([train.indices, generated.indices]),
+            train.n_users,
+            train.n_items,
+        )
+        gen_batch = -(-generated.nnz // len(self.raw))
+        self.generated = TripletSampler(generated, batch_size=max(1, gen_batch), exclude=exclude)
+
+    def __call__(self, epoch: int, rng: np.random.Generator):
+        for raw, gen in zip(self.raw(epoch, rng), self.generated(epoch, rng), strict=False):
+            yield JointBatch(raw, gen)
+
+
+def continue_on_generated(
+    teacher: Recommender,
+    split: LeaveOneOutSplit,
+    generated: ItemSets,
+    train_config: TrainConfig,
+    batch_size: int = 1000,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> TeacherRun:
+    """The GD teacher (Algorithm 1): a copy of the raw-data teacher trained further on raw + generated pairs,
+    L_T = L_CF + L_GF, selected on validation. The input teacher is left untouched (it is the KD teacher)."""
+    model = copy.deepcopy(teacher)
+    sampler = JointSampler(split.train, generated, batch_size)
+
+    def loss_fn(batch: JointBatch) -> torch.Tensor:
+        return model.loss(batch.raw) + model.loss(batch.generated)
+
+    result = fit(model, sampler, lambda: validation_result(model, split, ks).metrics, train_config,
+                 loss_fn=loss_fn, device=model.device, description="GD teacher")
+    return TeacherRun(model=model, train=result, valid=validation_result(model, split, ks).metrics,
+                      test=test_result(model, split, ks).metrics)

@@ -1,0 +1,153 @@
+"""Data-free student distillation from an export alone (GD-REC section 3.3):
+
+    L_S = L_GF(theta_S) + lambda * L_GD(theta_S; theta_T)
+
+L_GF: the base model's own loss on generated pairs (listed items as positives, negatives sampled uniformly from
+the catalog outside the user's list); L_GD (eq. 6): BCE between sigmoid(z^S / t) and the owner's soft targets on
+the listed items. The student has `fraction` of the teacher's parameter count (same family). Its user index is
+the export's token order. The function takes an `ExportBundle` and nothing else: it cannot be handed raw data.
+
+Model selection without data: one listed item per user (chosen at random) is held out of training and the epoch
+is selected on how well the student ranks it among the items outside the rest of the list ("list fidelity")."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.evaluation import evaluate
+from shared.interactions import ItemSets
+from shared.losses import soft_target_bce
+from shared.models import PairBatch, Recommender, SizedConfig, build_model, config_at_fraction
+from shared.sampling import sample_negatives
+from shared.schemas import ExportBundle
+from shared.training import TrainConfig, TrainResult, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    fraction: float = 0.5
+    lam: float = 0.7  # lambda: weight of L_GD
+    temperature: float | None = None  # None: the export's temperature
+    epochs: int = 100
+    lr: float = 5e-3
+    batch_size: int = 1000
+    reg: float | None = None  # None: the teacher's
+    patience: int = 5
+    eval_every: int = 5
+    holdout: bool = True  # hold one listed item per user out for model selection
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class GDBatch:
+    pairs: PairBatch
+    soft_targets: torch.Tensor  # float32 [B], q of pairs.pos_items
+
+    def to(self, device: torch.device | str) -> GDBatch:
+        return GDBatch(self.pairs.to(device), self.soft_targets.to(device))
+
+
+@dataclass
+class StudentRun:
+    model: Recommender
+    tokens: list[str]  # user index -> token
+    item_ids: list[str]  # item index -> external id
+    sizing: SizedConfig
+    train: TrainResult
+    config: DistillConfig
+    temperature: float
+    export_id: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def export_arrays(export: ExportBundle) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(lists [n_users, L] item indices, soft targets [n_users, L], item id -> index) from an export."""
+    index = {item: i for i, item in enumerate(export.manifest.item_ids)}
+    length = export.manifest.list_length
+    lists = np.full((len(export.users), length), -1, dtype=np.int64)
+    targets = np.zeros((len(export.users), length), dtype=np.float32)
+    for u, record in enumerate(export.users):
+        lists[u, : len(record.items)] = [index[i] for i in record.items]
+        targets[u, : len(record.items)] = record.soft_targets
+    return lists, targets, index
+
+
+class GDSampler:
+    """Each epoch: every (user, listed item, soft target) once, shuffled, with a catalog negative outside the list."""
+
+    def __init__(self, lists: np.ndarray, targets: np.ndarray, n_items: int, batch_size: int) -> None:
+        keep = lists >= 0
+        self.users = np.nonzero(keep)[0].astype(np.int64)
+        self.items = lists[keep]
+        self.targets = targets[keep]
+        self.listed = ItemSets.from_pairs(self.users, self.items, lists.shape[0], n_items)
+        self.batch_size = batch_size
+
+    def __call__(self, epoch: int, rng: np.random.Generator):
+        order = rng.permutation(self.users.size)
+        users, items, targets = self.users[order], self.items[order], self.targets[order]
+        negatives = sample_negatives(users, self.listed, rng)
+        for start in range(0, users.size, self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            pairs = PairBatch(torch.from_numpy(users[sl]), torch.from_numpy(items[sl]), torch.from_numpy(negatives[sl]))
+            yield GDBatch(pairs, torch.from_numpy(targets[sl]))
+
+
+def distill_student(export: ExportBundle, config: DistillConfig, device: torch.device | str = "cpu") -> StudentRun:
+    """Train a student of `config.fraction` of the teacher's size from the export alone."""
+    manifest = export.manifest
+    temperature = config.temperature or manifest.temperature
+    lists, targets, _ = export_arrays(export)
+    n_users, n_items = lists.shape[0], len(manifest.item_ids)
+    teacher_config = dict(manifest.teacher.config)
+    sizing = config_at_fraction(manifest.teacher.family, teacher_config, n_users, n_items, config.fraction)
+    student_config = dict(sizing.config)
+    if config.reg is not None:
+        student_config["reg"] = config.reg
+    torch.manual_seed(config.seed)
+    model = build_model(manifest.teacher.family, n_users, n_items, **student_config).to(device)
+
+    rng = np.random.default_rng(config.seed)
+    validate = None
+    train_lists, train_targets = lists, targets
+    if config.holdout and lists.shape[1] >= 3:
+        column = rng.integers(0, lists.shape[1], size=n_users)
+        held = lists[np.arange(n_users), column]
+        mask = np.ones_like(lists, dtype=bool)
+        mask[np.arange(n_users), column] = False
+        train_lists = np.where(mask, lists, -1)
+        kept_users = np.nonzero(mask)[0].astype(np.int64)
+        rest_sets = ItemSets.from_pairs(kept_users, lists[mask], n_users, n_items)
+        users = np.arange(n_users, dtype=np.int64)
+
+        def validate() -> dict[str, float]:
+            return evaluate(model.score_all, users, held, exclude=[rest_sets], ks=(50,), device=device).metrics
+
+    sampler = GDSampler(train_lists, train_targets, n_items, config.batch_size)
+
+    def loss_fn(batch: GDBatch) -> torch.Tensor:
+        l_gf = model.loss(batch.pairs)
+        student_logits = model.score(batch.pairs.users, batch.pairs.pos_items)
+        l_gd = soft_target_bce(student_logits, batch.soft_targets, temperature)
+        return l_gf + config.lam * l_gd
+
+    train_config = TrainConfig(epochs=config.epochs, lr=config.lr, patience=config.patience,
+                               eval_every=config.eval_every, metric="NDCG@50", seed=config.seed,
+                               progress=config.progress)
+    started = time.perf_counter()
+    result = fit(model, sampler, validate, train_config, loss_fn=loss_fn, device=device,
+                 description=f"student {config.fraction:.0%}")
+    log.info("student: %d params (%.1f%% of the teacher), best epoch %d, %.1f s", sizing.params,
+             100 * sizing.ratio, result.best_epoch, time.perf_counter() - started)
+    return StudentRun(model=model, tokens=[r.token for r in export.users], item_ids=list(manifest.item_ids),
+                      sizing=sizing, train=result, config=config, temperature=temperature,
+                      export_id=manifest.export_id)
