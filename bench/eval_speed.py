@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-users", type=int, default=64, help="users scored by both NeuMF passes")
     parser.add_argument("--bpr", help="BPR teacher checkpoint (default: fresh BPR d=100)")
-    parser.add_argument("--neumf", help="NeuMF teacher checkpoint (default: fresh NeuMF d=100, MLP 100,50)")
+    parser.add_argument("--neumf", help="NeuMF teacher checkpoint (default: fresh NeuMF d=100, MLP --neumf-hidden)")
+    parser.add_argument("--neumf-hidden", default="32,16", help="MLP widths of the fresh NeuMF")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -59,14 +60,16 @@ def main() -> None:
     neumf = (
         load_checkpoint(args.neumf, device)[0]
         if args.neumf
-        else NeuMF(n_users, n_items, dim_gmf=100, dim_mlp=100, hidden=[100, 50]).to(device)
+        else NeuMF(n_users, n_items, dim_gmf=100, dim_mlp=100, hidden=[int(h) for h in args.neumf_hidden.split(",")])
+        .to(device)
     )
     assert isinstance(neumf, NeuMF)
     rows = []
     for name, model in (("BPR", bpr), ("NeuMF", neumf)):
         model.eval()
         times = timed(lambda m=model: test_result(m, split), args.repeats)
-        rows.append((f"full-ranking test evaluation, {name} ({model.num_parameters():,} params)",
+        label = f"{name} {model.config()['hidden']}" if name == "NeuMF" else name
+        rows.append((f"full-ranking test evaluation, {label} ({model.num_parameters():,} params)",
                      f"{len(split.eval_users)} users x {n_items} items", fmt(times)))
     users = torch.arange(min(args.naive_users, n_users), device=device)
     with torch.no_grad():

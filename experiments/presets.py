@@ -10,9 +10,9 @@ TEACHERS: dict[tuple[str, str], dict[str, Any]] = {
     ("ml-100k", "bpr"): {"model": {"dim": 64, "reg": 1e-2}, "lr": 5e-3},
     ("citeulike-t", "bpr"): {"model": {"dim": 100, "reg": 1e-2}, "lr": 5e-3},
     ("foursquare", "bpr"): {"model": {"dim": 100, "reg": 1e-2}, "lr": 5e-3},
-    ("ml-100k", "neumf"): {"model": {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-3}, "lr": 2e-3},
-    ("citeulike-t", "neumf"): {"model": {"dim_gmf": 100, "dim_mlp": 100, "hidden": [100, 50], "reg": 1e-3}, "lr": 2e-3},
-    ("foursquare", "neumf"): {"model": {"dim_gmf": 100, "dim_mlp": 100, "hidden": [100, 50], "reg": 1e-3}, "lr": 2e-3},
+    ("ml-100k", "neumf"): {"model": {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-4}, "lr": 2e-3},
+    ("citeulike-t", "neumf"): {"model": {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-4}, "lr": 2e-3},
+    ("foursquare", "neumf"): {"model": {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-4}, "lr": 2e-3},
 }
 
 
