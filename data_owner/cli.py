@@ -1,4 +1,13 @@
-"""`gdrec-owner`: the data owner's command line (teacher training now; CGAN, export and serving to come)."""
+"""`gdrec-owner`: the data owner's command line.
+
+    train           KD teacher, CGAN, generated lists, GD teacher and export into an artifacts directory (resumable)
+    serve           the export API (uvicorn) over those artifacts
+    evaluate        score a consumer's served model on the owner's held-out items, over its REST API
+    keys add|revoke|list   consumer API keys (hashed at rest)
+    audit verify    check the hash chain of the audit log
+    train-teacher   one teacher alone (for choosing hyperparameters)
+
+Settings come from `GDREC_OWNER_*` environment variables or `.env` (see `data_owner.settings`); options override."""
 
 from __future__ import annotations
 
@@ -125,6 +134,363 @@ def train_teacher(
         metrics = summary[part]
         typer.echo(f"{part:10}{metrics['HR@50']:8.4f}{metrics['NDCG@50']:9.4f}")
     typer.echo(f"checkpoint: {out}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings shared by the service commands
+
+
+ArtifactsOption = Annotated[
+    Path | None, typer.Option("--artifacts", help="artifacts directory (default: $GDREC_OWNER_ARTIFACTS_DIR)")
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any):
+    """OwnerSettings from the environment / .env, with the given options (those not None) on top. A refused
+    setting (e.g. no secret in production) ends the command with the validator's message, not a traceback."""
+    from pydantic import ValidationError
+
+    from data_owner.settings import OwnerSettings
+
+    try:
+        return OwnerSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{field} (GDREC_OWNER_{field.upper()}): {message}" if field else message)
+        raise _fail("invalid settings: " + "; ".join(problems)) from None
+
+
+def _json_option(value: str | None, what: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--{what} is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(parsed, dict):
+        raise _fail(f"--{what} must be a JSON object")
+    return parsed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# train
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="dataset name (ml-100k, citeulike-t, foursquare) or a file path")],
+    model: Annotated[Family, typer.Option(help="teacher family")] = Family.bpr,
+    artifacts: ArtifactsOption = None,
+    data_dir: Annotated[Path | None, typer.Option(help="raw data folder (default: $GDREC_OWNER_DATA_DIR or "
+                                                       "$GDREC_DATA_DIR)")] = None,
+    consumer_id: Annotated[str, typer.Option(help="the consumer the export is for (its tokens are per consumer)")] = (
+        "consumer"),
+    list_length: Annotated[int, typer.Option(min=1, help="L: items per generated list")] = 50,
+    include_observed: Annotated[bool, typer.Option(
+        "--include-observed/--exclude-observed", help="may a user's own training items appear in their list")] = True,
+    temperature: Annotated[float, typer.Option(min=1e-3, help="t of the soft targets sigmoid(z / t)")] = 2.0,
+    teacher_epochs: Annotated[int, typer.Option(min=1)] = 300,
+    gd_epochs: Annotated[int, typer.Option(min=1, help="epochs of the GD continuation (raw + generated)")] = 100,
+    cgan_epochs: Annotated[int, typer.Option(min=1)] = 200,
+    cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON, e.g. '{\"lr_g\": 1e-4}'")] = None,
+    teacher_json: Annotated[str | None, typer.Option(
+        help="teacher settings as JSON: {\"model\": {...architecture...}, \"lr\": ...} (default: the dataset's "
+             "preset)")] = None,
+    patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = 6,
+    eval_every: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=1)] = 1000,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
+    restart: Annotated[bool, typer.Option(help="redo every stage, even those already finished")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train the owner's models and build the export, stage by stage; a rerun skips the finished stages."""
+    from data_owner.gan import CGANConfig
+    from data_owner.pipeline import OwnerTrainConfig, TeacherSettings, run_pipeline, teacher_preset
+
+    settings = _settings(artifacts_dir=artifacts, data_dir=data_dir)
+    cgan_fields = _json_option(cgan_json, "cgan-json")
+    teacher_fields = _json_option(teacher_json, "teacher-json")
+    try:
+        for key in ("hidden_g", "hidden_d"):
+            if key in cgan_fields:
+                cgan_fields[key] = tuple(cgan_fields[key])
+        cgan = CGANConfig(**{"epochs": cgan_epochs, **cgan_fields})
+        teacher = None
+        if teacher_fields:
+            unknown = sorted(set(teacher_fields) - {"model", "lr"})
+            if unknown:
+                raise ValueError(f"--teacher-json takes the keys 'model' and 'lr', not {unknown}")
+            preset = teacher_preset(dataset, model.value)
+            teacher = TeacherSettings(model.value, dict(teacher_fields.get("model", preset.model)),
+                                      float(teacher_fields.get("lr", preset.lr)))
+        config = OwnerTrainConfig(
+            dataset=dataset, family=model.value, teacher=teacher, consumer_id=consumer_id, seed=seed,
+            list_length=list_length, include_observed=include_observed, temperature=temperature,
+            teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, patience=patience, eval_every=eval_every,
+            batch_size=batch_size, cgan=cgan, device=device, progress=progress,
+        )
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        result = run_pipeline(config, settings.artifacts_dir, settings.secret_bytes(), data_dir=settings.data_dir,
+                              restart=restart)
+    except (FileNotFoundError, ValueError, RuntimeError, ArithmeticError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"\n{result.split_summary}")
+    typer.echo(f"{'stage':12}{'status':>9}{'seconds':>9}{'valid HR@50':>13}{'test HR@50':>12}{'test NDCG@50':>14}")
+    for stage in result.stages:
+        valid, test = stage.summary.get("valid", {}), stage.summary.get("test", {})
+        cells = [f"{m[name]:.4f}" if name in m else "-" for m, name in
+                 ((valid, "HR@50"), (test, "HR@50"), (test, "NDCG@50"))]
+        typer.echo(f"{stage.name:12}{stage.status:>9}{stage.seconds:9.1f}{cells[0]:>13}{cells[1]:>12}{cells[2]:>14}")
+    observed = result.stage("lists").summary.get("observed_share")
+    if observed is not None:
+        typer.echo(f"listed items that are the user's own training items: {observed:.1%}")
+    typer.echo(f"export {result.export_id} for consumer '{config.consumer_id}': {result.export_path}")
+    typer.echo(f"next: gdrec-owner keys add --consumer {config.consumer_id} --artifacts {settings.artifacts_dir}; "
+               f"gdrec-owner serve --artifacts {settings.artifacts_dir}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# serve
+
+
+@app.command()
+def serve(
+    artifacts: ArtifactsOption = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default: $GDREC_OWNER_HOST or 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default: $GDREC_OWNER_PORT or 8100)")] = (
+        None),
+    log_level: Annotated[str | None, typer.Option(help="critical, error, warning, info or debug")] = None,
+) -> None:
+    """Serve the export API (one process: the audit log has one writer)."""
+    import uvicorn
+
+    from data_owner.api import OwnerStartupError, check_artifacts, create_app
+
+    settings = _settings(artifacts_dir=artifacts, host=host, port=port, log_level=log_level)
+    try:
+        check_artifacts(settings)
+    except OwnerStartupError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"serving {settings.artifacts_dir} on http://{settings.host}:{settings.port} "
+               f"({settings.environment.value}; API docs at /docs)", err=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                workers=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluate
+
+
+@app.command()
+def evaluate(
+    consumer: Annotated[str, typer.Option(help="the consumer's base URL, e.g. http://127.0.0.1:8200")],
+    key: Annotated[str | None, typer.Option(envvar="GDREC_OWNER_CONSUMER_KEY", show_envvar=True,
+                                            help="the consumer's API key (prefer the environment variable)")] = None,
+    k: Annotated[int, typer.Option(min=1, help="the K of HR@K / NDCG@K")] = 50,
+    extra: Annotated[int | None, typer.Option(min=0, help="items asked beyond K for every user, to make room for "
+                                                        "the history removed locally (default: longest history + 1)")
+                     ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="requests in flight")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds per request")] = 30.0,
+    out: Annotated[Path | None, typer.Option(help="JSON result (default: <artifacts>/evaluations/remote-<time>.json)")
+                   ] = None,
+    artifacts: ArtifactsOption = None,
+    data_dir: Annotated[Path | None, typer.Option(help="raw data folder (default: the one used by train)")] = None,
+) -> None:
+    """Score the consumer's served model on the owner's held-out test items. Only user tokens and K cross; the
+    test items and histories stay here (the history is removed from the answers locally)."""
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from data_owner.pipeline import load_split, read_stage, split_fingerprint
+    from data_owner.remote_eval import RemoteEvalConfig, RemoteEvalError, evaluate_remote, render, user_tokens
+    from data_owner.settings import secret_fingerprint
+    from shared.checkpoint import atomic_write_text
+    from shared.http import make_client
+
+    settings = _settings(artifacts_dir=artifacts, data_dir=data_dir)
+    layout = settings.layout
+    record = read_stage(layout, "export")
+    if record is None:
+        raise _fail(f"no finished export in {layout.root}: run `gdrec-owner train --artifacts {layout.root}` first")
+    built = record["summary"]
+    secret = settings.secret_bytes()
+    if built.get("secret_fingerprint") not in (None, secret_fingerprint(secret)):
+        raise _fail("the export was built under another secret than GDREC_OWNER_SECRET holds now: its tokens "
+                    "cannot be recomputed; set the secret used by train")
+    try:
+        split = load_split(built["dataset"], settings.data_dir or built.get("data_dir"))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    if built.get("data_fingerprint") not in (None, split_fingerprint(split)):
+        raise _fail(f"the data of {built['dataset']} changed since the export was built: the held-out items would "
+                    "not match; run `gdrec-owner train` again")
+    try:
+        config = RemoteEvalConfig(k=k, extra=extra, concurrency=concurrency)
+        client = make_client(consumer, key, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+                             max_connections=concurrency)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    with client:
+        try:
+            result = evaluate_remote(client, split, user_tokens(split, secret, built["consumer_id"]), config,
+                                     consumer=consumer)
+        except RemoteEvalError as exc:
+            raise _fail(str(exc)) from None
+    reference = {}
+    try:
+        stages = json.loads(layout.summary_file.read_text()).get("stages", {})
+        for name, label in (("gd_teacher", "owner's GD teacher (local)"), ("kd_teacher", "owner's KD teacher (local)")):
+            if "test" in stages.get(name, {}):
+                reference[label] = stages[name]["test"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    typer.echo(render(result, reference))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = out or layout.evaluations / f"remote-{stamp}.json"
+    payload = {**result.to_dict(), "export_id": built.get("export_id"), "dataset": built["dataset"],
+               "reference": reference}
+    atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+    typer.echo(f"written: {out}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# keys
+
+
+keys_app = typer.Typer(help="Consumer API keys (stored as sha256 hashes; a key is shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+class ScopeName(StrEnum):
+    export = "export"
+    admin = "admin"
+
+
+def _key_store(artifacts: Path | None, keys_file: Path | None):
+    from data_owner.keys import KeyFileError, KeyStore
+
+    settings = _settings(artifacts_dir=artifacts, keys_file=keys_file)
+    try:
+        return KeyStore(settings.keys_path), settings
+    except KeyFileError as exc:
+        raise _fail(str(exc)) from None
+
+
+KeysFileOption = Annotated[Path | None, typer.Option(help="key file (default: <artifacts>/keys.json)")]
+
+
+@keys_app.command("add")
+def keys_add(
+    consumer: Annotated[str | None, typer.Option(help="the consumer the key is for (default: the export's)")] = None,
+    scope: Annotated[list[ScopeName] | None, typer.Option(help="repeat for several (default: export)")] = None,
+    artifacts: ArtifactsOption = None,
+    keys_file: KeysFileOption = None,
+) -> None:
+    """Create a key and print it once on stdout (only its hash is stored)."""
+    from data_owner.keys import KeyFileError
+    from data_owner.pipeline import read_stage
+
+    store, settings = _key_store(artifacts, keys_file)
+    if consumer is None:
+        record = read_stage(settings.layout, "export")
+        if record is None:
+            raise _fail("pass --consumer (there is no export to take the consumer id from)")
+        consumer = record["summary"]["consumer_id"]
+    try:
+        key, plain = store.add(consumer, [s.value for s in (scope or [ScopeName.export])])
+    except (ValueError, KeyFileError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"key {key.key_id} for consumer '{key.consumer}', scopes {', '.join(key.scopes)}; stored (hashed) in "
+               f"{store.path}. The key is shown only now:", err=True)
+    typer.echo(plain)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key id (the 12 hex digits after 'gdr_')")],
+    artifacts: ArtifactsOption = None,
+    keys_file: KeysFileOption = None,
+) -> None:
+    """Revoke a key; a running service refuses it from its next request on."""
+    from data_owner.keys import KeyFileError
+
+    store, _ = _key_store(artifacts, keys_file)
+    try:
+        key = store.revoke(key_id)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0])) from None
+    except (KeyFileError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"key {key.key_id} (consumer '{key.consumer}') revoked at {key.revoked_at}")
+
+
+@keys_app.command("list")
+def keys_list(
+    artifacts: ArtifactsOption = None,
+    keys_file: KeysFileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List the keys (ids, consumers, scopes, dates; never the keys or their hashes)."""
+    store, _ = _key_store(artifacts, keys_file)
+    keys = store.list()
+    if as_json:
+        typer.echo(json.dumps([k.public() for k in keys], indent=2))
+        return
+    if not keys:
+        typer.echo(f"no keys in {store.path}")
+        return
+    typer.echo(f"{'key id':14}{'consumer':20}{'scopes':16}{'created':27}revoked")
+    for k in keys:
+        typer.echo(f"{k.key_id:14}{k.consumer:20}{','.join(k.scopes):16}{k.created_at:27}{k.revoked_at or '-'}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# audit
+
+
+audit_app = typer.Typer(help="The export audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    artifacts: ArtifactsOption = None,
+    log_file: Annotated[Path | None, typer.Option("--log", help="audit log (default: <artifacts>/audit/audit.jsonl)")
+                        ] = None,
+    expect_head: Annotated[str | None, typer.Option(help="a head hash recorded earlier: it must still be in the log")
+                           ] = None,
+) -> None:
+    """Check the hash chain and the head record; exit 1 naming the first damaged line."""
+    from data_owner.audit import verify_log
+    from data_owner.settings import audit_head_key
+
+    settings = _settings(artifacts_dir=artifacts, audit_log=log_file)
+    report = verify_log(settings.audit_path, head_key=audit_head_key(settings.secret_bytes()),
+                        expect_head=expect_head)
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    if report.ok:
+        typer.echo(f"{report.path}: {report.lines} line(s), chain intact; head seq {report.head.seq} hash "
+                   f"{report.head.hash}")
+        return
+    typer.echo(f"{report.path}: TAMPERED OR DAMAGED ({len(report.problems)} problem(s) in {report.lines} line(s))",
+               err=True)
+    for problem in report.problems:
+        typer.echo(f"  {problem}", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

@@ -62,7 +62,8 @@ def build_export(
     randomized_response_epsilon: float | None = None,
     created_at: datetime | None = None,
 ) -> ExportBundle:
-    """Assemble the export; user k of `lists` is the raw user `user_ids[k]` (teacher's user index k)."""
+    """Assemble the export; user k of `lists` is the raw user `user_ids[k]` (teacher's user index k).
+    Records are sorted by token, so their order reveals nothing about the raw ids."""
     if lists.items.shape[0] != len(user_ids) or teacher.n_users != len(user_ids):
         raise ValueError("lists, user ids and the teacher must cover the same users")
     targets = teacher_soft_targets(teacher, lists.items, temperature)
@@ -75,6 +76,8 @@ def build_export(
         )
         for u in range(len(user_ids))
     ]
+    # token order, not the owner's user order: the latter follows the raw ids and would help re-identify them
+    users.sort(key=lambda record: record.token)
     card = TeacherCard(family=teacher.family, num_parameters=teacher.num_parameters(), config=teacher.config())
     privacy = PrivacySwitches(include_observed=lists.include_observed,
                               randomized_response_epsilon=randomized_response_epsilon)

@@ -91,3 +91,94 @@ def content_sha256(users: list[UserRecord]) -> str:
         digest.update(json.dumps(record.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Owner service (API v1): export pages, audit log, errors
+
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ExportPage(Strict):
+    """One page of an export's users (GET /v1/export/users). `sha256` is `content_sha256(users)`: recompute it
+    from the parsed records and compare before storing the page. Pass `next_cursor` back as `?cursor=` for the
+    next page; it is None on the last page. Cursors stay valid for as long as the same export is served."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    export_id: str
+    cursor: str | None = Field(description="the cursor this page was asked for; None for the first page")
+    next_cursor: str | None = Field(description="the cursor of the next page; None when this page is the last")
+    users: list[UserRecord]
+    sha256: Sha256Hex = Field(description="content_sha256(users)")
+
+    def hash_matches(self) -> bool:
+        """Whether `sha256` is the hash of the records as parsed (a transfer or storage check)."""
+        return content_sha256(self.users) == self.sha256
+
+
+class AuditEntry(Strict):
+    """One served export request in the owner's audit log. Lines are hash-chained: `hash` is the sha256 of the
+    entry's canonical JSON without `hash` (sorted keys, no whitespace), and `prev_hash` is the previous line's
+    `hash` (64 zeros on the first line)."""
+
+    seq: int = Field(ge=1, description="1-based line number in the log")
+    time: datetime
+    key_id: str = Field(description="id of the API key that made the request (never the key)")
+    consumer: str
+    endpoint: str
+    export_id: str
+    cursor: str | None
+    users: int = Field(ge=0, description="user records served")
+    items: int = Field(ge=0, description="listed items served, over all users")
+    payload_sha256: Sha256Hex
+    privacy: PrivacySwitches
+    prev_hash: Sha256Hex
+    hash: Sha256Hex
+
+
+class AuditHead(Strict):
+    """The last line of the audit log: record it elsewhere to detect a later truncation."""
+
+    seq: int = Field(ge=0, description="number of lines (0: empty log)")
+    hash: Sha256Hex
+
+
+class AuditLogPage(Strict):
+    """GET /v1/audit/log: entries with seq > `after`, oldest first; `next_after` pages on (None: none left)."""
+
+    entries: list[AuditEntry]
+    head: AuditHead
+    next_after: int | None
+
+
+class ErrorResponse(Strict):
+    """Every error of both services: a JSON object with one human-readable `detail`."""
+
+    detail: str
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Consumer service (API v1): what the owner's remote evaluation calls
+
+
+class ScoredItem(Strict):
+    item_id: str = Field(min_length=1, description="the catalog's external item id")
+    score: float = Field(allow_inf_nan=False)
+
+
+class RecommendationList(Strict):
+    """GET /v1/recommendations/{token}?k=K on the consumer: the top-K catalog items for a user token, best first.
+    The owner asks for more than K items and removes the user's history itself: the consumer never receives it."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    token: str = Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")
+    items: list[ScoredItem]
+    model_version: str = Field(min_length=1, description="identifies the served model (e.g. checkpoint hash)")
+
+    @model_validator(mode="after")
+    def _unique(self) -> RecommendationList:
+        ids = [item.item_id for item in self.items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a recommendation list must not repeat an item")
+        return self

@@ -67,10 +67,18 @@ def test_export_round_trips_through_json_and_hides_raw_ids():
     assert make_export()[0].manifest.export_id == export.manifest.export_id
 
 
-def test_export_soft_targets_are_the_teachers():
+def owner_users(export):
+    """Owner user index of each export row (the owner can recompute every token; the consumer cannot)."""
+    index = {user_token(SECRET, "vendor", f"user-{u}"): u for u in range(export.manifest.n_users)}
+    return np.array([index[record.token] for record in export.users])
+
+
+def test_export_is_in_token_order_and_soft_targets_are_the_teachers():
     export, _, teacher = make_export()
+    tokens = [record.token for record in export.users]
+    assert tokens == sorted(tokens)
     lists, targets, _ = export_arrays(export)
-    expected = torch.sigmoid(teacher.score(torch.arange(40), torch.as_tensor(lists)) / 2.0)
+    expected = torch.sigmoid(teacher.score(torch.as_tensor(owner_users(export)), torch.as_tensor(lists)) / 2.0)
     np.testing.assert_allclose(targets, expected.detach().numpy(), rtol=1e-5)
 
 
@@ -99,8 +107,9 @@ def test_student_learns_from_the_export_alone(family, fraction):
     assert abs(run.sizing.ratio - fraction) <= 0.02 * fraction
     # each user's unlisted items of their own half (listed by other users of the group) rank above the other half
     lists, _, _ = export_arrays(export)
-    users = np.arange(40)
-    own_unlisted = np.array([np.setdiff1d(np.arange(20) + (0 if u % 2 == 0 else 20), lists[u])[0] for u in users])
+    users = np.arange(40)  # student rows; owner_users maps them to the owner's users (whose parity is the group)
+    groups = owner_users(export) % 2
+    own_unlisted = np.array([np.setdiff1d(np.arange(20) + 20 * groups[u], lists[u])[0] for u in users])
     listed = ItemSets.from_lists(list(lists), 40)
     with torch.no_grad():
         result = evaluate(run.model.score_all, users, own_unlisted, exclude=[listed], ks=(8,))

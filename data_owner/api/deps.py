@@ -1,0 +1,76 @@
+"""Dependencies of the routes, as `Annotated` aliases: the loaded state (503 until ready), the caller's API key
+(401 / 403) and the served export (403 for another consumer's key)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from data_owner.api.state import ServedExport, ServiceState
+from data_owner.audit import AuditLog
+from data_owner.keys import ApiKey, Scope
+
+_bearer = HTTPBearer(auto_error=False, description="a consumer API key: `Authorization: Bearer gdr_<id>_<secret>`")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState | None = getattr(request.app.state, "service", None)
+    if state is None or not getattr(request.app.state, "ready", False):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready: the export is not loaded yet")
+    return state
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def authenticate(
+    request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> ApiKey:
+    header = request.headers.get("authorization")
+    if not header:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'",
+                            headers=_CHALLENGE)
+    scheme, _, presented = header.partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "malformed Authorization header: expected "
+                            "'Bearer <key>'", headers=_CHALLENGE)
+    result = state.keys.authenticate(presented)
+    if result.key is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, result.reason, headers=_CHALLENGE)
+    return result.key
+
+
+def require_scope(scope: Scope):
+    def dependency(key: Annotated[ApiKey, Depends(authenticate)]) -> ApiKey:
+        if scope.value not in key.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {key.key_id} lacks the '{scope.value}' scope "
+                                f"(it has: {', '.join(key.scopes)})")
+        return key
+
+    return dependency
+
+
+ExportKey = Annotated[ApiKey, Depends(require_scope(Scope.export))]
+AdminKey = Annotated[ApiKey, Depends(require_scope(Scope.admin))]
+
+
+def served_export(state: State, key: ExportKey) -> ServedExport:
+    """The export, for a key of the consumer it was built for (tokens are pseudonyms per consumer)."""
+    if key.consumer != state.export.consumer_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {key.key_id} belongs to consumer '{key.consumer}'; "
+                            f"the export served here was built for consumer '{state.export.consumer_id}'")
+    return state.export
+
+
+Export = Annotated[ServedExport, Depends(served_export)]
+
+
+def audit_log(state: State) -> AuditLog:
+    return state.audit
+
+
+Audit = Annotated[AuditLog, Depends(audit_log)]

@@ -1,0 +1,455 @@
+"""`gdrec-owner train`: the owner's side of GD-REC Algorithm 1, as resumable stages in an artifacts directory.
+
+    kd_teacher  the teacher on the raw training split (L_CF), epoch selected on the validation item
+    cgan        the CGAN with the mask mechanism, selected on validation HR@50 of GF_u as a recommender
+    lists       the generated lists GF(I)_u (top-L of GF_u; own training items included or not)
+    gd_teacher  the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)
+    export      per user token: the list and the teacher's soft targets sigmoid(z / t); the manifest
+
+Each stage writes `stages/<name>/` through a temporary folder renamed into place, its `stage.json` last, and
+records a key: the sha256 of everything its output depends on (the data, its settings, the keys of the stages it
+reads), and the output ids of the stages it read. A rerun skips every stage whose key and inputs are unchanged
+and redoes the others, so an interrupted run resumes where it stopped and a changed setting redoes exactly the
+stages it affects. Nothing of the raw data is written into the artifacts except what the models learnt; raw user
+ids stay in the data files."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
+from data_owner.export import build_export
+from data_owner.gan import CGANConfig, GeneratedLists, Generator, generated_lists, generator_scorer, train_cgan
+from data_owner.keys import CONSUMER_PATTERN
+from data_owner.settings import ArtifactLayout, secret_fingerprint
+from data_owner.teacher import DEFAULT_KS, continue_on_generated, train_base_model
+from shared.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from shared.device import resolve_device
+from shared.evaluation import evaluate
+from shared.models import Recommender
+from shared.schemas import ExportBundle
+from shared.training import TrainConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("kd_teacher", "cgan", "lists", "gd_teacher", "export")
+INPUTS: dict[str, tuple[str, ...]] = {  # the stages whose output each stage reads
+    "kd_teacher": (),
+    "cgan": (),
+    "lists": ("cgan",),
+    "gd_teacher": ("kd_teacher", "lists"),
+    "export": ("gd_teacher", "lists"),
+}
+STAGE_FILE = "stage.json"
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """The teacher's architecture (keyword arguments of the model class) and learning rate."""
+
+    family: str
+    model: dict[str, Any]
+    lr: float
+
+    def __post_init__(self) -> None:
+        if self.family not in ("bpr", "neumf"):
+            raise ValueError(f"teacher family must be 'bpr' or 'neumf', got {self.family!r}")
+        if not self.lr > 0:
+            raise ValueError(f"teacher lr must be positive, got {self.lr}")
+
+
+# Chosen on the validation item (README "Measured so far"); datasets given by path use the family's default.
+TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
+    ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3),
+    ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
+    ("foursquare", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
+    ("ml-100k", "neumf"): TeacherSettings("neumf", {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-4},
+                                          2e-3),
+    ("citeulike-t", "neumf"): TeacherSettings(
+        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [100, 50], "reg": 1e-3}, 2e-3),
+    ("foursquare", "neumf"): TeacherSettings(
+        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [100, 50], "reg": 1e-3}, 2e-3),
+}
+DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
+    "bpr": TEACHER_PRESETS[("ml-100k", "bpr")],
+    "neumf": TEACHER_PRESETS[("ml-100k", "neumf")],
+}
+
+
+def teacher_preset(dataset: str, family: str) -> TeacherSettings:
+    """The preset of a named dataset, else the family's default (for a dataset given by path)."""
+    if family not in DEFAULT_TEACHERS:
+        raise ValueError(f"teacher family must be one of {sorted(DEFAULT_TEACHERS)}, got {family!r}")
+    return TEACHER_PRESETS.get((dataset, family), DEFAULT_TEACHERS[family])
+
+
+@dataclass(frozen=True)
+class OwnerTrainConfig:
+    """Everything `train` needs besides the secret and the directories."""
+
+    dataset: str
+    family: str = "bpr"
+    teacher: TeacherSettings | None = None  # None: teacher_preset(dataset, family)
+    consumer_id: str = "consumer"  # the tokens are pseudonyms for this consumer only
+    seed: int = 0
+    list_length: int = 50
+    include_observed: bool = True
+    temperature: float = 2.0
+    teacher_epochs: int = 300
+    gd_epochs: int = 100
+    patience: int = 6
+    eval_every: int = 5
+    batch_size: int = 1000
+    cgan: CGANConfig = field(default_factory=CGANConfig)
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.teacher is not None and self.teacher.family != self.family:
+            raise ValueError(f"teacher settings are for {self.teacher.family!r}, the family is {self.family!r}")
+        teacher_preset(self.dataset, self.family)  # validates the family
+        if self.list_length < 1 or not self.temperature > 0:
+            raise ValueError("list_length must be at least 1 and temperature positive")
+        if min(self.teacher_epochs, self.gd_epochs, self.eval_every, self.batch_size) < 1 or self.patience < 0:
+            raise ValueError("epochs, eval_every and batch_size must be at least 1, patience non-negative")
+        if not CONSUMER_PATTERN.match(self.consumer_id):
+            raise ValueError(f"consumer id {self.consumer_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+
+    @property
+    def teacher_settings(self) -> TeacherSettings:
+        return self.teacher or teacher_preset(self.dataset, self.family)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "teacher": asdict(self.teacher_settings)}
+
+
+@dataclass
+class StageReport:
+    name: str
+    status: str  # "ran" or "skipped"
+    seconds: float
+    summary: dict[str, Any]
+
+
+@dataclass
+class PipelineResult:
+    artifacts: Path
+    export_path: Path
+    export_id: str
+    stages: list[StageReport]
+    split_summary: str
+
+    def stage(self, name: str) -> StageReport:
+        return next(s for s in self.stages if s.name == name)
+
+
+def load_split(dataset: str, data_dir: str | Path | None = None) -> LeaveOneOutSplit:
+    """The owner's leave-one-out split of a dataset (named, or a file path). The file-order warning of datasets
+    without timestamps is logged rather than shown as a Python warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        split = leave_one_out_split(load_dataset(dataset, data_dir=data_dir))
+    for warning in caught:
+        log.warning("%s", warning.message)
+    return split
+
+
+def split_fingerprint(split: LeaveOneOutSplit) -> str:
+    """sha256 of the split (training sets, held-out items, id maps): any change to the data changes it."""
+    digest = hashlib.sha256()
+    for array in (split.train.indptr, split.train.indices, split.valid_item, split.test_item):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    for ids in (split.user_ids, split.item_ids):
+        digest.update("\x00".join(map(str, ids)).encode())
+        digest.update(b"\x01")
+    return digest.hexdigest()
+
+
+def _key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stage_keys(config: OwnerTrainConfig, data: str, secret_fp: str) -> dict[str, str]:
+    """The key of each stage: what its output depends on (device and progress bars excluded)."""
+    teacher = asdict(config.teacher_settings)
+    schedule = {"patience": config.patience, "eval_every": config.eval_every, "seed": config.seed,
+                "batch_size": config.batch_size}
+    cgan = {k: v for k, v in asdict(replace(config.cgan, seed=config.seed)).items() if k != "progress"}
+    keys: dict[str, str] = {}
+    keys["kd_teacher"] = _key({"data": data, "teacher": teacher, "epochs": config.teacher_epochs, **schedule})
+    keys["cgan"] = _key({"data": data, "cgan": cgan})
+    keys["lists"] = _key({"cgan": keys["cgan"], "length": config.list_length,
+                          "include_observed": config.include_observed, "seed": config.seed})
+    keys["gd_teacher"] = _key({"kd": keys["kd_teacher"], "lists": keys["lists"], "epochs": config.gd_epochs,
+                               "lr": teacher["lr"], **schedule})
+    keys["export"] = _key({"gd": keys["gd_teacher"], "lists": keys["lists"], "temperature": config.temperature,
+                           "consumer_id": config.consumer_id, "secret": secret_fp})
+    return keys
+
+
+def _sync(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_stage(layout: ArtifactLayout, name: str) -> dict[str, Any] | None:
+    """The finished record of a stage, or None when it has not finished."""
+    try:
+        return json.loads((layout.stage(name) / STAGE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class _Chain:
+    """The stages of one run: each output is computed, or loaded from its finished stage folder, on demand."""
+
+    def __init__(self, config: OwnerTrainConfig, layout: ArtifactLayout, split: LeaveOneOutSplit, secret: bytes,
+                 keys: dict[str, str], device: torch.device, inputs: dict[str, Any]) -> None:
+        self.config, self.layout, self.split, self.secret = config, layout, split, secret
+        self.keys, self.device, self.inputs = keys, device, inputs
+        self._memo: dict[str, Any] = {}
+
+    def train_config(self, epochs: int) -> TrainConfig:
+        c = self.config
+        return TrainConfig(epochs=epochs, lr=c.teacher_settings.lr, patience=c.patience, eval_every=c.eval_every,
+                           seed=c.seed, progress=c.progress)
+
+    # -- outputs, loaded lazily from finished stages
+    def output(self, name: str) -> Any:
+        if name not in self._memo:
+            self._memo[name] = getattr(self, f"_load_{name}")(self.layout.stage(name))
+        return self._memo[name]
+
+    def _load_kd_teacher(self, folder: Path) -> Recommender:
+        return load_checkpoint(folder, self.device)[0]
+
+    _load_gd_teacher = _load_kd_teacher
+
+    def _load_cgan(self, folder: Path) -> Generator:
+        meta = json.loads((folder / "generator.json").read_text())
+        G = Generator(meta["n_items"], tuple(meta["hidden_g"]), meta["noise_dim"], meta["activation"])
+        G.load_state_dict(torch.load(folder / "generator.pt", map_location=self.device, weights_only=True))
+        return G.to(self.device).eval()
+
+    def _load_lists(self, folder: Path) -> GeneratedLists:
+        with np.load(folder / "lists.npz", allow_pickle=False) as data:
+            return GeneratedLists(items=data["items"], scores=data["scores"],
+                                  include_observed=bool(data["include_observed"]), seed=int(data["seed"]),
+                                  n_items=int(data["n_items"]))
+
+    # -- stage bodies: compute, write into `folder`, return (output, summary)
+    def _run_kd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
+        c = self.config
+        run = train_base_model(self.split, c.family, dict(c.teacher_settings.model),
+                               self.train_config(c.teacher_epochs), batch_size=c.batch_size, device=self.device)
+        summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
+                   "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
+                   "valid": run.valid, "test": run.test}
+        save_checkpoint(folder, run.model, {"stage": "kd_teacher", **summary})
+        return run.model, summary
+
+    def _run_cgan(self, folder: Path) -> tuple[Any, dict[str, Any]]:
+        c, split = self.config, self.split
+        users = split.eval_users
+
+        def cgan_valid(G: Generator) -> float:
+            scorer = generator_scorer(G, split.train, seed=c.seed)
+            return evaluate(scorer, users, split.valid_item[users], [split.train], ks=(50,),
+                            device=self.device)["HR@50"]
+
+        cgan_config = replace(c.cgan, seed=c.seed, progress=c.progress)
+        gan = train_cgan(split.train, cgan_config, validate=cgan_valid if users.size else None, device=self.device)
+        G = gan.generator.eval()
+        with open(folder / "generator.pt", "wb") as handle:
+            torch.save({k: v.detach().cpu() for k, v in G.state_dict().items()}, handle)
+            _sync(handle)
+        meta = {"n_items": split.n_items, "hidden_g": list(cgan_config.hidden_g), "noise_dim": cgan_config.noise_dim,
+                "activation": cgan_config.activation}
+        atomic_write_text(folder / "generator.json", json.dumps(meta, indent=2))
+        summary: dict[str, Any] = {"best_epoch": gan.best_epoch, "epochs_run": len(gan.history),
+                                   "seconds_per_epoch": round(gan.seconds_per_epoch, 3),
+                                   "num_parameters": sum(p.numel() for p in G.parameters())}
+        if users.size:
+            scorer = generator_scorer(G, split.train, seed=c.seed)
+            summary["valid"] = evaluate(scorer, users, split.valid_item[users], [split.train], ks=DEFAULT_KS,
+                                        device=self.device).metrics
+            summary["test"] = evaluate(generator_scorer(G, split.train, seed=c.seed), users, split.test_item[users],
+                                       [split.train], [split.valid_item], ks=DEFAULT_KS, device=self.device).metrics
+        return G, summary
+
+    def _run_lists(self, folder: Path) -> tuple[Any, dict[str, Any]]:
+        c = self.config
+        length = min(c.list_length, self.split.n_items)
+        if length < c.list_length:
+            log.warning("list length %d exceeds the catalog (%d items); using %d", c.list_length, self.split.n_items,
+                        length)
+        lists = generated_lists(self.output("cgan"), self.split.train, length, c.include_observed, seed=c.seed)
+        with open(folder / "lists.npz", "wb") as handle:
+            np.savez(handle, items=lists.items, scores=lists.scores, include_observed=lists.include_observed,
+                     seed=lists.seed, n_items=lists.n_items)
+            _sync(handle)
+        return lists, {"list_length": lists.length, "include_observed": lists.include_observed,
+                       "observed_share": round(lists.observed_share(self.split.train), 4)}
+
+    def _run_gd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
+        c = self.config
+        run = continue_on_generated(self.output("kd_teacher"), self.split, self.output("lists").as_item_sets(),
+                                    self.train_config(c.gd_epochs), batch_size=c.batch_size)
+        summary = {"num_parameters": run.model.num_parameters(), "best_epoch": run.train.best_epoch,
+                   "epochs_run": run.train.epochs_run, "valid": run.valid, "test": run.test}
+        save_checkpoint(folder, run.model, {"stage": "gd_teacher", **summary})
+        return run.model, summary
+
+    def _run_export(self, folder: Path) -> tuple[Any, dict[str, Any]]:
+        c = self.config
+        bundle = build_export(self.output("gd_teacher"), self.output("lists"), self.split.user_ids,
+                              self.split.item_ids, c.temperature, self.secret, c.consumer_id)
+        atomic_write_text(folder / "export.json", bundle.model_dump_json())
+        return bundle, {"export_id": bundle.manifest.export_id, "n_users": bundle.manifest.n_users,
+                        "n_items": len(bundle.manifest.item_ids), "list_length": bundle.manifest.list_length,
+                        "temperature": bundle.manifest.temperature, "consumer_id": c.consumer_id,
+                        **self.inputs}
+
+    def run(self, name: str, index: int, restart: bool) -> StageReport:
+        """Run stage `name` unless it finished under the same key from the very outputs its input stages hold
+        now. Every finished stage gets a fresh `output_id` and records those of its inputs: a redone input (in
+        this run or in an interrupted one) may differ, e.g. under GPU nondeterminism, so what read it is redone."""
+        record = read_stage(self.layout, name)
+        step = f"[{index}/{len(STAGES)}] {name}"
+        inputs = {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in INPUTS[name]}
+        same_key = record is not None and record.get("key") == self.keys[name]
+        same_inputs = record is not None and record.get("inputs") == inputs
+        if not restart and same_key and same_inputs:
+            log.info("%s: done %s, skipped", step, record.get("finished_at", "earlier"))
+            return StageReport(name, "skipped", 0.0, record.get("summary", {}))
+        if record is None:
+            reason = "first run"
+        elif restart:
+            reason = "restart"
+        elif not same_key:
+            reason = "its settings or inputs changed"
+        else:
+            reason = "an input stage was redone since"
+        log.info("%s: running (%s)", step, reason)
+        started = time.perf_counter()
+        work = self.layout.stages / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            output, summary = getattr(self, f"_run_{name}")(work)
+            seconds = round(time.perf_counter() - started, 2)
+            finished = {"stage": name, "key": self.keys[name], "output_id": uuid.uuid4().hex, "inputs": inputs,
+                        "finished_at": datetime.now(UTC).isoformat(), "seconds": seconds, "summary": summary}
+            atomic_write_text(work / STAGE_FILE, json.dumps(finished, indent=2, default=str))
+            target = self.layout.stage(name)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(work, target)
+            _sync_dir(self.layout.stages)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        self._memo[name] = output
+        log.info("%s: finished in %.1f s", step, seconds)
+        return StageReport(name, "ran", seconds, summary)
+
+
+def run_pipeline(
+    config: OwnerTrainConfig,
+    artifacts: str | Path,
+    secret: bytes,
+    data_dir: str | Path | None = None,
+    restart: bool = False,
+) -> PipelineResult:
+    """Run (or resume) the owner's stages into `artifacts`; see the module docstring."""
+    layout = ArtifactLayout(Path(artifacts))
+    layout.stages.mkdir(parents=True, exist_ok=True)
+    with open(layout.train_lock, "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another `gdrec-owner train` is running on {layout.root}") from None
+        for stale in layout.stages.glob(".tmp-*"):  # left by an interrupted run (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        return _run_locked(config, layout, secret, data_dir, restart)
+
+
+def _run_locked(config: OwnerTrainConfig, layout: ArtifactLayout, secret: bytes, data_dir: str | Path | None,
+                restart: bool) -> PipelineResult:
+    device = resolve_device(config.device)
+    split = load_split(config.dataset, data_dir)
+    if split.eval_users.size == 0:
+        raise ValueError(f"{config.dataset}: no user has the 3 interactions a leave-one-out split needs")
+    data_fp = split_fingerprint(split)
+    secret_fp = secret_fingerprint(secret)
+    keys = stage_keys(config, data_fp, secret_fp)
+    as_path = Path(config.dataset).expanduser()
+    dataset = str(as_path.resolve()) if as_path.exists() else config.dataset  # found again from any directory
+    inputs = {"dataset": dataset, "data_dir": None if data_dir is None else str(Path(data_dir).expanduser().resolve()),
+              "data_fingerprint": data_fp, "secret_fingerprint": secret_fp}
+    log.info("%s; artifacts in %s, device %s", split.summary(), layout.root, device)
+    chain = _Chain(config, layout, split, secret, keys, device, inputs)
+    reports = [chain.run(name, index, restart) for index, name in enumerate(STAGES, start=1)]
+    export_record = read_stage(layout, "export") or {}
+    summary = {
+        "dataset": config.dataset,
+        "split": split.summary(),
+        "export_id": export_record.get("summary", {}).get("export_id"),
+        "stages": {r.name: {"status": r.status, "seconds": r.seconds, **r.summary} for r in reports},
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+    atomic_write_text(layout.summary_file, json.dumps(summary, indent=2, default=str))
+    atomic_write_text(layout.run_file, json.dumps({"config": config.to_dict(), "stage_keys": keys, **inputs},
+                                                  indent=2, default=str))
+    return PipelineResult(artifacts=layout.root, export_path=layout.export_file,
+                          export_id=summary["export_id"], stages=reports, split_summary=split.summary())
+
+
+def load_export(layout: ArtifactLayout) -> tuple[ExportBundle, dict[str, Any]]:
+    """The finished export and its stage record (consumer id, dataset, fingerprints)."""
+    record = read_stage(layout, "export")
+    if record is None or not layout.export_file.is_file():
+        raise FileNotFoundError(f"no finished export under {layout.root}: run `gdrec-owner train` first")
+    return ExportBundle.model_validate_json(layout.export_file.read_bytes()), record["summary"]
+
+
+__all__ = [
+    "DEFAULT_TEACHERS",
+    "INPUTS",
+    "STAGES",
+    "TEACHER_PRESETS",
+    "OwnerTrainConfig",
+    "PipelineResult",
+    "StageReport",
+    "TeacherSettings",
+    "load_export",
+    "load_split",
+    "read_stage",
+    "run_pipeline",
+    "split_fingerprint",
+    "stage_keys",
+    "teacher_preset",
+]

@@ -1,0 +1,56 @@
+"""The owner's training settings: per-dataset teacher presets, validation, and stage keys that change exactly
+when a stage's output would."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from data_owner.gan import CGANConfig
+from data_owner.pipeline import STAGES, OwnerTrainConfig, TeacherSettings, stage_keys, teacher_preset
+
+
+def test_presets_per_dataset_and_family():
+    assert teacher_preset("ml-100k", "bpr") == TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3)
+    assert teacher_preset("citeulike-t", "bpr").model == {"dim": 100, "reg": 1e-2}
+    neumf = teacher_preset("ml-100k", "neumf")
+    assert neumf.model == {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-4} and neumf.lr == 2e-3
+    assert teacher_preset("/data/my/users.dat", "bpr") == teacher_preset("ml-100k", "bpr")  # by path: default
+    with pytest.raises(ValueError, match="family"):
+        teacher_preset("ml-100k", "svd")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"family": "svd"}, "family"),
+    ({"list_length": 0}, "list_length"),
+    ({"temperature": 0.0}, "temperature"),
+    ({"teacher_epochs": 0}, "epochs"),
+    ({"consumer_id": "two words"}, "consumer id"),
+    ({"teacher": TeacherSettings("neumf", {}, 1e-3)}, "teacher settings are for 'neumf'"),
+])
+def test_bad_settings_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        OwnerTrainConfig(dataset="ml-100k", **changes)
+
+
+def changed(config: OwnerTrainConfig, **fields) -> set[str]:
+    before = stage_keys(config, "data", "secret")
+    after = stage_keys(replace(config, **fields), "data", "secret")
+    return {name for name in STAGES if before[name] != after[name]}
+
+
+def test_stage_keys_follow_what_each_stage_depends_on():
+    config = OwnerTrainConfig(dataset="ml-100k")
+    assert changed(config, temperature=5.0) == {"export"}
+    assert changed(config, consumer_id="other") == {"export"}
+    assert changed(config, list_length=20) == {"lists", "gd_teacher", "export"}
+    assert changed(config, cgan=CGANConfig(epochs=7)) == {"cgan", "lists", "gd_teacher", "export"}
+    assert changed(config, teacher_epochs=7) == {"kd_teacher", "gd_teacher", "export"}
+    assert changed(config, gd_epochs=7) == {"gd_teacher", "export"}
+    assert changed(config, seed=1) == set(STAGES)
+    assert changed(config, device="cuda", progress=False) == set()  # results do not depend on them
+    assert changed(config, cgan=replace(config.cgan, progress=False)) == set()
+    base = stage_keys(config, "data", "secret")
+    assert stage_keys(config, "other data", "secret")["kd_teacher"] != base["kd_teacher"]
+    assert {k for k, v in stage_keys(config, "data", "other secret").items() if v != base[k]} == {"export"}
