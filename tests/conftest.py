@@ -41,3 +41,14 @@ def checkerboard(n_users: int = 40, n_items: int = 20, holdout: int = 2, seed: i
 @pytest.fixture
 def board():
     return checkerboard()
+
+
+def write_users_dat(path, n_users=60, n_items=30, seed=0):
+    """A tiny users.dat: two taste groups over halves of the catalog, 8-12 items per user, one user per line."""
+    rng = np.random.default_rng(seed)
+    half = n_items // 2
+    lines = []
+    for u in range(n_users):
+        own = rng.choice(half, size=rng.integers(8, 13), replace=False) + (0 if u % 2 == 0 else half)
+        lines.append(" ".join(map(str, [own.size, *sorted(own)])))
+    path.write_text("\n".join(lines) + "\n")

@@ -1,21 +1,10 @@
 """The whole GD-REC chain in-process on a tiny synthetic dataset (users.dat format): every stage runs and the
 table has the rows the paper compares."""
 
-import numpy as np
 
 from data_owner.gan import CGANConfig
 from experiments.lab import ChainConfig, render, run_chain
-
-
-def write_users_dat(path, n_users=60, n_items=30, seed=0):
-    """Two taste groups over halves of the catalog, 8-12 items per user, one user per line."""
-    rng = np.random.default_rng(seed)
-    half = n_items // 2
-    lines = []
-    for u in range(n_users):
-        own = rng.choice(half, size=rng.integers(8, 13), replace=False) + (0 if u % 2 == 0 else half)
-        lines.append(" ".join(map(str, [own.size, *sorted(own)])))
-    path.write_text("\n".join(lines) + "\n")
+from tests.conftest import write_users_dat
 
 
 def test_chain_runs_end_to_end(tmp_path):

@@ -13,7 +13,6 @@ import threading
 import time
 from contextlib import contextmanager
 
-import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Query, Request
@@ -26,6 +25,7 @@ from data_owner.pipeline import STAGES, load_split, read_stage
 from data_owner.remote_eval import user_tokens
 from data_owner.settings import ArtifactLayout, OwnerSettings
 from shared.schemas import ExportBundle, ExportPage, RecommendationList, ScoredItem
+from tests.conftest import write_users_dat
 
 SECRET = "pipeline-test-secret-0123456789abcdef"
 CONSUMER_KEY = "the-consumers-own-key"
@@ -37,17 +37,6 @@ TINY = [
     "--patience", "0", "--eval-every", "3", "--batch-size", "128", "--device", "cpu", "--no-progress",
     "--consumer-id", "vendor",
 ]
-
-
-def write_users_dat(path, n_users=60, n_items=30, seed=0):
-    """Two taste groups over halves of the catalog, 8-12 items per user, one user per line."""
-    rng = np.random.default_rng(seed)
-    half = n_items // 2
-    lines = []
-    for u in range(n_users):
-        own = rng.choice(half, size=rng.integers(8, 13), replace=False) + (0 if u % 2 == 0 else half)
-        lines.append(" ".join(map(str, [own.size, *sorted(own)])))
-    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
