@@ -182,3 +182,49 @@ class RecommendationList(Strict):
         if len(set(ids)) != len(ids):
             raise ValueError("a recommendation list must not repeat an item")
         return self
+
+
+class BatchRecommendationRequest(Strict):
+    """POST /v1/recommendations/batch on the consumer: top-k for many tokens at once (the same k and exclusions)."""
+
+    tokens: list[Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")]] = Field(min_length=1)
+    k: int = Field(10, ge=1)
+    exclude: list[str] = Field(default_factory=list, description="item ids to leave out of every list")
+
+
+class BatchRecommendations(Strict):
+    """The answer to a batch request: one list per known token, in the request's order; unknown tokens listed."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    results: list[RecommendationList]
+    unknown_tokens: list[str]
+    model_version: str
+
+
+class SimilarItems(Strict):
+    """GET /v1/items/{item_id}/similar?k= on the consumer: the items nearest by cosine of the student's embeddings."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    item_id: str
+    items: list[ScoredItem]
+    model_version: str
+
+
+class ModelCard(Strict):
+    """GET /v1/model on the consumer: what the served student is and what it was trained from."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    model_version: str
+    family: Literal["bpr", "neumf"]
+    num_parameters: int = Field(gt=0)
+    teacher_parameters: int = Field(gt=0)
+    parameter_ratio: float = Field(gt=0, description="num_parameters / teacher_parameters")
+    config: dict[str, int | float | bool | list[int]]
+    export_id: str
+    created_at: datetime
+    lam: float = Field(ge=0, description="lambda: the weight of L_GD in L_S = L_GF + lambda * L_GD")
+    temperature: float = Field(gt=0)
+    n_users: int = Field(gt=0)
+    n_items: int = Field(gt=0)
+    best_epoch: int = Field(ge=0)
+    epochs_run: int = Field(ge=0)

@@ -1,0 +1,1 @@
+"""One router per area: health, recommendations, items, model, admin, metrics."""

@@ -1,0 +1,17 @@
+"""The served model's card."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from model_consumer.api.deps import ApiKey, Model
+from model_consumer.api.routes.recommendations import ERRORS
+from shared.schemas import ModelCard
+
+router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKey])
+
+
+@router.get("/model", response_model=ModelCard, responses=ERRORS,
+            summary="family, size vs the teacher, export id, created at, lambda, temperature")
+def card(model: Model) -> ModelCard:
+    return model.card

@@ -1,0 +1,142 @@
+"""The consumer's API over a student distilled from a tiny synthetic export: probes, recommendations (exclusions,
+404 for an unknown token, 422 for k out of range), batch, similar items, the model card, Prometheus metrics, keys,
+and an atomic model swap on POST /v1/admin/reload while requests are being served."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from model_consumer.api import create_app
+from model_consumer.distill import DistillConfig
+from model_consumer.settings import ConsumerLayout, ConsumerSettings
+from model_consumer.students import distill_and_publish
+from shared.schemas import BatchRecommendations, ModelCard, RecommendationList, SimilarItems
+from tests.unit.test_consumer_pull import synthetic_export
+
+API_KEY = "consumer-api-key-0123456789"
+ADMIN_KEY = "consumer-admin-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+TINY = DistillConfig(epochs=3, eval_every=1, batch_size=64, progress=False)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return synthetic_export()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, bundle):
+    root = tmp_path_factory.mktemp("consumer")
+    distill_and_publish(bundle, TINY, ConsumerLayout(root))
+    return root
+
+
+def settings(root, **extra) -> ConsumerSettings:
+    return ConsumerSettings(_env_file=None, data_dir=root, api_key=API_KEY, admin_key=ADMIN_KEY, max_k=100, **extra)
+
+
+@pytest.fixture(scope="module")
+def client(data_dir):
+    with TestClient(create_app(settings(data_dir))) as client:
+        yield client
+
+
+def test_probes_and_model_card(client, bundle):
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    card = ModelCard.model_validate(client.get("/v1/model", headers=AUTH).json())
+    assert card.model_version == ready.json()["model_version"]
+    assert card.family == "bpr" and card.export_id == bundle.manifest.export_id
+    assert card.teacher_parameters == bundle.manifest.teacher.num_parameters
+    assert 0.4 < card.parameter_ratio < 0.6 and card.lam == 0.7 and card.temperature == 2.0
+
+
+def test_recommendations_follow_the_contract_and_leave_out_what_the_caller_asks(client, bundle):
+    token = bundle.users[0].token
+    answer = RecommendationList.model_validate(client.get(f"/v1/recommendations/{token}?k=5", headers=AUTH).json())
+    assert answer.token == token and len(answer.items) == 5
+    scores = [item.score for item in answer.items]
+    assert scores == sorted(scores, reverse=True)
+    left_out = [answer.items[0].item_id, answer.items[2].item_id]
+    again = client.get(f"/v1/recommendations/{token}", params={"k": 5, "exclude": left_out}, headers=AUTH).json()
+    assert not set(left_out) & {item["item_id"] for item in again["items"]} and len(again["items"]) == 5
+    everything = client.get(f"/v1/recommendations/{token}?k=100", headers=AUTH).json()
+    assert len(everything["items"]) == len(bundle.manifest.item_ids)
+
+
+@pytest.mark.parametrize(("path", "status", "detail"), [
+    ("/v1/recommendations/" + "f" * 32 + "?k=5", 404, "unknown user token ffffffffffff"),
+    ("/v1/recommendations/{token}?k=0", 422, "query parameter 'k'"),
+    ("/v1/recommendations/{token}?k=101", 422, "must be at most 100"),
+    ("/v1/recommendations/{token}?k=ten", 422, "query parameter 'k'"),
+    ("/v1/items/nope/similar?k=3", 404, "unknown item id 'nope'"),
+    ("/v1/items/item-000/similar?k=1000", 422, "must be at most 100"),
+])
+def test_bad_requests_get_a_precise_detail(client, bundle, path, status, detail):
+    response = client.get(path.format(token=bundle.users[0].token), headers=AUTH)
+    assert response.status_code == status and detail in response.json()["detail"]
+
+
+def test_keys_are_required(client, bundle):
+    path = f"/v1/recommendations/{bundle.users[0].token}"
+    assert client.get(path).status_code == 401
+    assert client.get(path, headers={"Authorization": "Bearer wrong"}).json()["detail"] == "invalid API key"
+    assert client.post("/v1/admin/reload", headers=AUTH).status_code == 401
+    assert client.get("/health").status_code == 200  # probes stay open
+
+
+def test_batch_and_similar(client, bundle):
+    tokens = [bundle.users[1].token, "0" * 32, bundle.users[2].token]
+    body = BatchRecommendations.model_validate(
+        client.post("/v1/recommendations/batch", json={"tokens": tokens, "k": 3}, headers=AUTH).json())
+    assert [r.token for r in body.results] == [tokens[0], tokens[2]] and body.unknown_tokens == ["0" * 32]
+    assert client.post("/v1/recommendations/batch", json={"tokens": tokens, "extra": 1},
+                       headers=AUTH).status_code == 422
+    similar = SimilarItems.model_validate(client.get("/v1/items/item-003/similar?k=4", headers=AUTH).json())
+    assert len(similar.items) == 4 and "item-003" not in {i.item_id for i in similar.items}
+
+
+def test_metrics_count_requests_and_name_the_model(client):
+    client.get("/health")
+    text = client.get("/metrics").text
+    assert 'gdrec_consumer_requests_total{method="GET",route="/health",status="200"}' in text
+    assert "gdrec_consumer_request_seconds_bucket" in text and "gdrec_consumer_model_info{" in text
+
+
+def test_not_ready_until_a_model_is_published_then_reload_swaps_atomically(tmp_path, bundle):
+    layout = ConsumerLayout(tmp_path)
+    with TestClient(create_app(settings(tmp_path))) as client:
+        assert client.get("/ready").status_code == 503
+        token = bundle.users[0].token
+        assert client.get(f"/v1/recommendations/{token}", headers=AUTH).status_code == 503
+        assert client.post("/v1/admin/reload", headers=ADMIN).status_code == 409
+        first = distill_and_publish(bundle, TINY, layout)
+        assert client.post("/v1/admin/reload", headers=ADMIN).json() == {"model_version": first.model_version,
+                                                                          "swapped": True}
+        errors: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                response = client.get(f"/v1/recommendations/{token}?k=3", headers=AUTH)
+                if response.status_code != 200:
+                    errors.append(response.status_code)
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        try:
+            second = distill_and_publish(bundle, DistillConfig(epochs=2, eval_every=1, progress=False, seed=1), layout)
+            reloaded = client.post("/v1/admin/reload", headers=ADMIN).json()
+        finally:
+            stop.set()
+            worker.join()
+        assert reloaded == {"model_version": second.model_version, "swapped": True} and not errors
+        assert client.get("/v1/model", headers=AUTH).json()["model_version"] == second.model_version
+        assert client.post("/v1/admin/reload", headers=ADMIN).json()["swapped"] is False
+        assert json.loads(layout.current_model.read_text()) == {"version": second.model_version}
