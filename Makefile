@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/gdrec-demo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --extra-index-url https://download.pytorch.org/whl/cpu -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 install: $(BIN)/gdrec-demo
