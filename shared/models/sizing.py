@@ -10,9 +10,10 @@ import numpy as np
 
 from shared.models.base import Recommender
 from shared.models.bpr import BPR
-from shared.models.neumf import NeuMF
+from shared.models.neumf import GMF, MLP, NeuMF
 
-MODEL_FAMILIES: dict[str, type[Recommender]] = {"bpr": BPR, "neumf": NeuMF}
+# gmf and mlp are NeuMF's branches alone, trained for its pre-training (teachers and students are bpr or neumf)
+MODEL_FAMILIES: dict[str, type[Recommender]] = {"bpr": BPR, "neumf": NeuMF, "gmf": GMF, "mlp": MLP}
 
 
 def model_class(family: str) -> type[Recommender]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from shared.evaluation import evaluate
-from shared.models import BPR, NeuMF, PairBatch, build_at_fraction, build_model, config_at_fraction
+from shared.models import BPR, GMF, MLP, NeuMF, PairBatch, build_at_fraction, build_model, config_at_fraction
 from shared.sampling import TripletSampler
 from shared.training import TrainConfig, fit
 from tests.conftest import checkerboard
@@ -13,6 +13,8 @@ from tests.conftest import checkerboard
 FAMILIES = {
     "bpr": {"dim": 8, "reg": 1e-4},
     "neumf": {"dim_gmf": 8, "dim_mlp": 8, "hidden": [16, 8], "reg": 1e-5},
+    "gmf": {"dim": 8, "reg": 1e-5},
+    "mlp": {"dim": 8, "hidden": [16, 8], "reg": 1e-5},
 }
 
 
@@ -100,3 +102,31 @@ def test_invalid_sizes_are_rejected():
         BPR(0, 5)
     with pytest.raises(ValueError, match="dim"):
         BPR(3, 5, dim=0)
+
+
+@pytest.mark.parametrize(("alpha", "expected"), [(1.0, "gmf"), (0.0, "mlp")])
+def test_neumf_from_pretrained_scores_as_the_branch_it_is_weighted_to(alpha, expected):
+    torch.manual_seed(0)
+    gmf, mlp = GMF(6, 9, dim=4), MLP(6, 9, dim=5, hidden=[7, 3])
+    for module in (gmf.out, mlp.out):  # non-trivial output layers
+        torch.nn.init.normal_(module.weight)
+        torch.nn.init.normal_(module.bias)
+    model = NeuMF.from_pretrained(gmf, mlp, alpha=alpha)
+    users = torch.arange(6)
+    branch = gmf if expected == "gmf" else mlp
+    torch.testing.assert_close(model.score_all(users), branch.score_all(users))
+
+
+def test_neumf_from_pretrained_mixes_the_branches_and_keeps_them_untouched():
+    torch.manual_seed(1)
+    gmf, mlp = GMF(4, 5, dim=3), MLP(4, 5, dim=2, hidden=[4, 2])
+    before = {k: v.clone() for k, v in gmf.state_dict().items()}
+    model = NeuMF.from_pretrained(gmf, mlp, alpha=0.25)
+    users = torch.arange(4)
+    # the output layer is linear in [h_gmf; h_mlp]: 0.25 * GMF logit + 0.75 * MLP logit
+    torch.testing.assert_close(model.score_all(users), 0.25 * gmf.score_all(users) + 0.75 * mlp.score_all(users))
+    with torch.no_grad():
+        model.user_gmf.weight.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in gmf.state_dict().items())
+    with pytest.raises(ValueError, match="alpha"):
+        NeuMF.from_pretrained(gmf, mlp, alpha=1.5)
