@@ -5,6 +5,7 @@
     evaluate        score a consumer's served model on the owner's held-out items, over its REST API
     keys add|revoke|list   consumer API keys (hashed at rest)
     audit verify    check the hash chain of the audit log
+    audit leakage   what the export reveals of the raw training data (reconstruction, membership inference)
     train-teacher   one teacher alone (for choosing hyperparameters)
 
 Settings come from `GDREC_OWNER_*` environment variables or `.env` (see `data_owner.settings`); options override."""
@@ -196,6 +197,10 @@ def train(
     list_length: Annotated[int, typer.Option(min=1, help="L: items per generated list")] = 50,
     include_observed: Annotated[bool, typer.Option(
         "--include-observed/--exclude-observed", help="may a user's own training items appear in their list")] = True,
+    rr_epsilon: Annotated[float | None, typer.Option(
+        help="randomized response on the models' input: train the CGAN and the teachers on, "
+        "and draw the lists from, training sets with every bit flipped with p = 1/(1+e^eps) (epsilon-LDP per "
+        "interaction, not per user); default off")] = None,
     temperature: Annotated[float, typer.Option(min=1e-3, help="t of the soft targets sigmoid(z / t)")] = 2.0,
     teacher_epochs: Annotated[int, typer.Option(min=1)] = 300,
     gd_epochs: Annotated[int, typer.Option(min=1, help="epochs of the GD continuation (raw + generated)")] = 100,
@@ -234,7 +239,8 @@ def train(
                                       float(teacher_fields.get("lr", preset.lr)))
         config = OwnerTrainConfig(
             dataset=dataset, family=model.value, teacher=teacher, consumer_id=consumer_id, seed=seed,
-            list_length=list_length, include_observed=include_observed, temperature=temperature,
+            list_length=list_length, include_observed=include_observed, rr_epsilon=rr_epsilon,
+            temperature=temperature,
             teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, patience=patience, eval_every=eval_every,
             batch_size=batch_size, cgan=cgan, device=device, progress=progress,
         )
@@ -255,6 +261,10 @@ def train(
     observed = result.stage("lists").summary.get("observed_share")
     if observed is not None:
         typer.echo(f"listed items that are the user's own training items: {observed:.1%}")
+    switches = "include observed" if config.include_observed else "exclude observed"
+    switches += "; randomized response off" if config.rr_epsilon is None else (
+        f"; randomized response eps={config.rr_epsilon:g} per interaction")
+    typer.echo(f"privacy switches: {switches} (gdrec-owner audit leakage measures what the export reveals)")
     typer.echo(f"export {result.export_id} for consumer '{config.consumer_id}': {result.export_path}")
     typer.echo(f"next: gdrec-owner keys add --consumer {config.consumer_id} --artifacts {settings.artifacts_dir}; "
                f"gdrec-owner serve --artifacts {settings.artifacts_dir}")
@@ -461,7 +471,7 @@ def keys_list(
 # audit
 
 
-audit_app = typer.Typer(help="The export audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="The export audit log, and the leakage audit of the export.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
@@ -491,6 +501,67 @@ def audit_verify(
     for problem in report.problems:
         typer.echo(f"  {problem}", err=True)
     raise typer.Exit(1)
+
+
+@audit_app.command("leakage")
+def audit_leakage(
+    artifacts: ArtifactsOption = None,
+    data_dir: Annotated[Path | None, typer.Option(help="raw data folder (default: the one used by train)")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON report (default: <artifacts>/evaluations/leakage-<time>.json)")
+                   ] = None,
+    max_fpr: Annotated[float, typer.Option(min=0.0, max=0.5, help="the false-positive rate of the TPR column")] = 0.01,
+) -> None:
+    """Measure what the finished export reveals of the raw training data: how much of each user's history its list
+    reconstructs, and whether its soft targets tell training items from held-out ones (membership inference), beside
+    a popularity list and the raw history as references. Needs the raw data, the secret and the export teacher."""
+    from datetime import UTC, datetime
+
+    from data_owner.pipeline import load_export, load_split, read_stage, split_fingerprint
+    from data_owner.privacy import export_pairs, leakage_report, soft_target_scorer
+    from data_owner.settings import secret_fingerprint
+    from shared.checkpoint import atomic_write_text, load_checkpoint
+
+    settings = _settings(artifacts_dir=artifacts, data_dir=data_dir)
+    layout = settings.layout
+    try:
+        bundle, built = load_export(layout)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    secret = settings.secret_bytes()
+    if built.get("secret_fingerprint") not in (None, secret_fingerprint(secret)):
+        raise _fail("the export was built under another secret than GDREC_OWNER_SECRET holds now: its tokens "
+                    "cannot be mapped back to users; set the secret used by train")
+    try:
+        split = load_split(built["dataset"], settings.data_dir or built.get("data_dir"))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    if built.get("data_fingerprint") not in (None, split_fingerprint(split)):
+        raise _fail(f"the data of {built['dataset']} changed since the export was built: audit it against the data "
+                    "it was built from, or run `gdrec-owner train` again")
+    manifest = bundle.manifest
+    scorer = None
+    teacher_record = read_stage(layout, "gd_teacher")
+    export_inputs = (read_stage(layout, "export") or {}).get("inputs", {})
+    if teacher_record is None or teacher_record.get("output_id") != export_inputs.get("gd_teacher"):
+        log.warning("the GD teacher that built this export is no longer in %s: membership is not measured "
+                    "(rerun `gdrec-owner train` to rebuild both)", layout.stage("gd_teacher"))
+    else:
+        teacher, _ = load_checkpoint(layout.stage("gd_teacher"), "cpu")
+        scorer = soft_target_scorer(teacher, manifest.temperature)
+    context = {"dataset": built["dataset"], "export_id": manifest.export_id, "consumer": built["consumer_id"],
+               "users": manifest.n_users, "items": len(manifest.item_ids), "list_length": manifest.list_length,
+               "temperature": manifest.temperature, "include_observed": manifest.privacy.include_observed,
+               "rr_epsilon": manifest.privacy.randomized_response_epsilon}
+    try:
+        pairs = export_pairs(bundle, split, secret, built["consumer_id"])
+        report = leakage_report(split, pairs, scorer, max_fpr=max_fpr, context=context)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(report.to_markdown())
+    out = out or layout.evaluations / f"leakage-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, report.to_json())
+    typer.echo(f"written: {out}")
 
 
 def main() -> None:

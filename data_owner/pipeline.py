@@ -6,6 +6,14 @@
     gd_teacher  the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)
     export      per user token: the list and the teacher's soft targets sigmoid(z / t); the manifest
 
+Privacy switches (ALGORITHMS.md section 5), both recorded in the manifest and so in every audit-log entry:
+`include_observed=False` lists only items outside the user's (model-input) training set; `rr_epsilon` trains the
+CGAN and both teachers on, and generates the lists from, a randomized-response copy of the training sets
+(`data_owner.privacy.randomized_split`, keyed by the secret), so that what is exported is computed from the
+randomized matrix: epsilon-LDP per training interaction, not per user. Model selection (the best epoch of each stage)
+still reads the held-out validation items, and the reported valid/test metrics use the raw split's protocol; both
+stay at the owner.
+
 Each stage writes `stages/<name>/` through a temporary folder renamed into place, its `stage.json` last, and
 records a key: the sha256 of everything its output depends on (the data, its settings, the keys of the stages it
 reads), and the output ids of the stages it read. A rerun skips every stage whose key and inputs are unchanged
@@ -36,8 +44,9 @@ from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.export import build_export
 from data_owner.gan import CGANConfig, GeneratedLists, Generator, generated_lists, generator_scorer, train_cgan
 from data_owner.keys import CONSUMER_PATTERN
+from data_owner.privacy.controls import flip_probability, randomized_response_seed, randomized_split
 from data_owner.settings import ArtifactLayout, secret_fingerprint
-from data_owner.teacher import DEFAULT_KS, continue_on_generated, train_base_model
+from data_owner.teacher import DEFAULT_KS, continue_on_generated, test_result, train_base_model, validation_result
 from shared.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from shared.device import resolve_device
 from shared.evaluation import evaluate
@@ -110,6 +119,7 @@ class OwnerTrainConfig:
     seed: int = 0
     list_length: int = 50
     include_observed: bool = True
+    rr_epsilon: float | None = None  # randomized response on the models' input (per interaction); None = off
     temperature: float = 2.0
     teacher_epochs: int = 300
     gd_epochs: int = 100
@@ -130,6 +140,8 @@ class OwnerTrainConfig:
             raise ValueError("epochs, eval_every and batch_size must be at least 1, patience non-negative")
         if not CONSUMER_PATTERN.match(self.consumer_id):
             raise ValueError(f"consumer id {self.consumer_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if self.rr_epsilon is not None:
+            flip_probability(self.rr_epsilon)  # a positive finite epsilon, else ValueError
 
     @property
     def teacher_settings(self) -> TeacherSettings:
@@ -191,9 +203,12 @@ def stage_keys(config: OwnerTrainConfig, data: str, secret_fp: str) -> dict[str,
     schedule = {"patience": config.patience, "eval_every": config.eval_every, "seed": config.seed,
                 "batch_size": config.batch_size}
     cgan = {k: v for k, v in asdict(replace(config.cgan, seed=config.seed)).items() if k != "progress"}
+    # the randomized matrix depends on epsilon, the secret (its seed) and the seed; absent when off, so that the
+    # keys of runs without randomized response stay what they were
+    rr = {} if config.rr_epsilon is None else {"rr_epsilon": config.rr_epsilon, "rr_secret": secret_fp}
     keys: dict[str, str] = {}
-    keys["kd_teacher"] = _key({"data": data, "teacher": teacher, "epochs": config.teacher_epochs, **schedule})
-    keys["cgan"] = _key({"data": data, "cgan": cgan})
+    keys["kd_teacher"] = _key({"data": data, "teacher": teacher, "epochs": config.teacher_epochs, **schedule, **rr})
+    keys["cgan"] = _key({"data": data, "cgan": cgan, **rr})
     keys["lists"] = _key({"cgan": keys["cgan"], "length": config.list_length,
                           "include_observed": config.include_observed, "seed": config.seed})
     keys["gd_teacher"] = _key({"kd": keys["kd_teacher"], "lists": keys["lists"], "epochs": config.gd_epochs,
@@ -232,6 +247,28 @@ class _Chain:
         self.config, self.layout, self.split, self.secret = config, layout, split, secret
         self.keys, self.device, self.inputs = keys, device, inputs
         self._memo: dict[str, Any] = {}
+        self._model_split: LeaveOneOutSplit | None = None
+
+    @property
+    def model_split(self) -> LeaveOneOutSplit:
+        """What the models train on and are conditioned on: the raw split, or under randomized response the split
+        with randomized training sets (built on first use: the stages that skip never pay for it)."""
+        c = self.config
+        if c.rr_epsilon is None:
+            return self.split
+        if self._model_split is None:
+            self._model_split = randomized_split(self.split, c.rr_epsilon,
+                                                 randomized_response_seed(self.secret, c.seed))
+        return self._model_split
+
+    def reported_metrics(self, model: Recommender, run_valid: dict[str, float], run_test: dict[str, float]
+                         ) -> dict[str, Any]:
+        """valid/test as the raw split's protocol scores them (the user's real history excluded), comparable
+        across privacy settings; under randomized response also the validation numbers the selection saw."""
+        if self.config.rr_epsilon is None:
+            return {"valid": run_valid, "test": run_test}
+        return {"valid": validation_result(model, self.split).metrics, "test": test_result(model, self.split).metrics,
+                "valid_on_randomized": run_valid, "rr_epsilon": self.config.rr_epsilon}
 
     def train_config(self, epochs: int) -> TrainConfig:
         c = self.config
@@ -264,16 +301,16 @@ class _Chain:
     # -- stage bodies: compute, write into `folder`, return (output, summary)
     def _run_kd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        run = train_base_model(self.split, c.family, dict(c.teacher_settings.model),
+        run = train_base_model(self.model_split, c.family, dict(c.teacher_settings.model),
                                self.train_config(c.teacher_epochs), batch_size=c.batch_size, device=self.device)
         summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
                    "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
-                   "valid": run.valid, "test": run.test}
+                   **self.reported_metrics(run.model, run.valid, run.test)}
         save_checkpoint(folder, run.model, {"stage": "kd_teacher", **summary})
         return run.model, summary
 
     def _run_cgan(self, folder: Path) -> tuple[Any, dict[str, Any]]:
-        c, split = self.config, self.split
+        c, split, raw = self.config, self.model_split, self.split
         users = split.eval_users
 
         def cgan_valid(G: Generator) -> float:
@@ -293,12 +330,14 @@ class _Chain:
         summary: dict[str, Any] = {"best_epoch": gan.best_epoch, "epochs_run": len(gan.history),
                                    "seconds_per_epoch": round(gan.seconds_per_epoch, 3),
                                    "num_parameters": sum(p.numel() for p in G.parameters())}
-        if users.size:
+        if users.size:  # G reads the (randomized) input rows; the ranking excludes the real history
             scorer = generator_scorer(G, split.train, seed=c.seed)
-            summary["valid"] = evaluate(scorer, users, split.valid_item[users], [split.train], ks=DEFAULT_KS,
+            summary["valid"] = evaluate(scorer, users, raw.valid_item[users], [raw.train], ks=DEFAULT_KS,
                                         device=self.device).metrics
-            summary["test"] = evaluate(generator_scorer(G, split.train, seed=c.seed), users, split.test_item[users],
-                                       [split.train], [split.valid_item], ks=DEFAULT_KS, device=self.device).metrics
+            summary["test"] = evaluate(generator_scorer(G, split.train, seed=c.seed), users, raw.test_item[users],
+                                       [raw.train], [raw.valid_item], ks=DEFAULT_KS, device=self.device).metrics
+        if c.rr_epsilon is not None:
+            summary.update(rr_epsilon=c.rr_epsilon, randomized_interactions=split.train.nnz)
         return G, summary
 
     def _run_lists(self, folder: Path) -> tuple[Any, dict[str, Any]]:
@@ -307,32 +346,35 @@ class _Chain:
         if length < c.list_length:
             log.warning("list length %d exceeds the catalog (%d items); using %d", c.list_length, self.split.n_items,
                         length)
-        lists = generated_lists(self.output("cgan"), self.split.train, length, c.include_observed, seed=c.seed)
+        # conditioned on, and (exclude-observed) excluding, the models' input: under randomized response C~, not C
+        lists = generated_lists(self.output("cgan"), self.model_split.train, length, c.include_observed, seed=c.seed)
         with open(folder / "lists.npz", "wb") as handle:
             np.savez(handle, items=lists.items, scores=lists.scores, include_observed=lists.include_observed,
                      seed=lists.seed, n_items=lists.n_items)
             _sync(handle)
         return lists, {"list_length": lists.length, "include_observed": lists.include_observed,
-                       "observed_share": round(lists.observed_share(self.split.train), 4)}
+                       "rr_epsilon": c.rr_epsilon, "observed_share": round(lists.observed_share(self.split.train), 4)}
 
     def _run_gd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        run = continue_on_generated(self.output("kd_teacher"), self.split, self.output("lists").as_item_sets(),
-                                    self.train_config(c.gd_epochs), batch_size=c.batch_size)
+        run = continue_on_generated(self.output("kd_teacher"), self.model_split,
+                                    self.output("lists").as_item_sets(), self.train_config(c.gd_epochs),
+                                    batch_size=c.batch_size)
         summary = {"num_parameters": run.model.num_parameters(), "best_epoch": run.train.best_epoch,
-                   "epochs_run": run.train.epochs_run, "valid": run.valid, "test": run.test}
+                   "epochs_run": run.train.epochs_run, **self.reported_metrics(run.model, run.valid, run.test)}
         save_checkpoint(folder, run.model, {"stage": "gd_teacher", **summary})
         return run.model, summary
 
     def _run_export(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
         bundle = build_export(self.output("gd_teacher"), self.output("lists"), self.split.user_ids,
-                              self.split.item_ids, c.temperature, self.secret, c.consumer_id)
+                              self.split.item_ids, c.temperature, self.secret, c.consumer_id,
+                              randomized_response_epsilon=c.rr_epsilon)
         atomic_write_text(folder / "export.json", bundle.model_dump_json())
         return bundle, {"export_id": bundle.manifest.export_id, "n_users": bundle.manifest.n_users,
                         "n_items": len(bundle.manifest.item_ids), "list_length": bundle.manifest.list_length,
                         "temperature": bundle.manifest.temperature, "consumer_id": c.consumer_id,
-                        **self.inputs}
+                        "privacy": bundle.manifest.privacy.model_dump(), **self.inputs}
 
     def run(self, name: str, index: int, restart: bool) -> StageReport:
         """Run stage `name` unless it finished under the same key from the very outputs its input stages hold

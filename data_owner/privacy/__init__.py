@@ -1,7 +1,12 @@
 """What crosses the boundary, measured and bounded (ALGORITHMS.md section 5): leakage metrics of an export against
 the owner's raw data, and the controls that bound it (randomized response on the models' input)."""
 
-from data_owner.privacy.controls import flip_probability, randomized_response, randomized_response_seed
+from data_owner.privacy.controls import (
+    flip_probability,
+    randomized_response,
+    randomized_response_seed,
+    randomized_split,
+)
 from data_owner.privacy.leakage import (
     ExportedPairs,
     LeakageReport,
@@ -35,6 +40,7 @@ __all__ = [
     "popularity_lists",
     "randomized_response",
     "randomized_response_seed",
+    "randomized_split",
     "reconstruction",
     "roc_auc",
     "soft_target_scorer",

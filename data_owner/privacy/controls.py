@@ -20,9 +20,11 @@ import hashlib
 import hmac
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 
+from data_owner.data.split import LeaveOneOutSplit
 from shared.interactions import ItemSets
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,27 @@ def randomized_response(train: ItemSets, epsilon: float, seed: int) -> ItemSets:
     log.info("randomized response eps=%g (p=%.4g): %d interactions in, %d out (%d kept, %d added)", epsilon, p,
              train.nnz, randomized.nnz, int(keep.sum()), int(added.sum()))
     return randomized
+
+
+def randomized_split(split: LeaveOneOutSplit, epsilon: float, seed: int) -> LeaveOneOutSplit:
+    """The split the owner's models see under randomized response: training sets C~ = RR_eps(C), the held-out
+    items unchanged.
+
+    Each user's validation and test items are removed from C~ after the flips: they are the evaluation targets,
+    and a model that trained on a target flipped on would score it as seen (the evaluator refuses a target among the
+    excluded items). Those two positions per user are therefore always 0 in the models' input, as they are without
+    randomized response; in a deployment without a held-out split every bit is randomized."""
+    randomized = randomized_response(split.train, epsilon, seed)
+    users, items = randomized.to_pairs()
+    held_out = np.zeros(items.size, dtype=bool)
+    for targets in (split.valid_item, split.test_item):
+        held_out |= targets[users] == items
+    kept_users, kept_items = users[~held_out], items[~held_out]  # still sorted by (user, item)
+    indptr = np.zeros(split.n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(kept_users, minlength=split.n_users), out=indptr[1:])
+    log.info("randomized response: %d flipped-on held-out item(s) left out of the models' input", int(held_out.sum()))
+    return replace(split, train=ItemSets(indptr=indptr, indices=kept_items, n_items=split.n_items),
+                   source=f"{split.source} (randomized response, eps={epsilon:g})")
 
 
 def _seed_words(seed: int) -> list[int]:

@@ -340,6 +340,8 @@ def leakage_report(split: LeaveOneOutSplit, exported: ExportedPairs, scorer: Pai
     )
     notes.append("members: a row's listed items that are training items; held-out: each user's validation and test "
                  "item, scored with the export teacher's soft target sigmoid(z/t) (0.5 AUC = no memorisation)")
-    log.info("leakage of %s: precision %.4f, recall %.4f, subset %.4f, membership AUC %s", context.get(
-        "export_id", "the export"), rows[0].precision, rows[0].recall, rows[0].subset_share, rows[0].membership_auc)
+    auc = rows[0].membership_auc
+    log.info("leakage of %s: precision %.4f, recall %.4f, subset %.4f, membership AUC %s",
+             str(context.get("export_id", "the export"))[:16], rows[0].precision, rows[0].recall,
+             rows[0].subset_share, "-" if auc is None else f"{auc:.4f}")
     return LeakageReport(rows=rows, max_fpr=max_fpr, context=context, notes=tuple(notes))

@@ -105,3 +105,21 @@ def test_the_pipeline_seed_is_keyed_by_the_secret():
     assert randomized_response_seed(secret, 0) != randomized_response_seed(b"another-secret-0123", 0)
     with pytest.raises(ValueError, match="at least 16 bytes"):
         randomized_response_seed(b"short", 0)
+
+
+def test_the_randomized_split_keeps_the_held_out_items_out_of_the_input():
+    from data_owner.data.split import LeaveOneOutSplit, check_no_leakage
+    from data_owner.privacy import randomized_split
+    from tests.conftest import checkerboard
+
+    train, valid, test = checkerboard(n_users=200, n_items=40)
+    split = LeaveOneOutSplit(train=train, valid_item=valid, test_item=test, user_ids=np.arange(200),
+                             item_ids=np.arange(40), has_timestamps=False, source="board")
+    randomized = randomized_split(split, 0.2, seed=5)  # p = 0.45: most held-out items would be flipped on
+    check_no_leakage(randomized)  # raises if a validation or test item is among the training items
+    assert np.array_equal(randomized.valid_item, valid) and np.array_equal(randomized.test_item, test)
+    assert randomized.train.nnz != train.nnz and "randomized response, eps=0.2" in randomized.source
+    expected = randomized_response(train, 0.2, seed=5)  # the same flips, minus the held-out positions
+    users, items = expected.to_pairs()
+    held = (valid[users] == items) | (test[users] == items)
+    assert held.any() and np.array_equal(randomized.train.keys(), expected.keys()[~held])
