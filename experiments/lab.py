@@ -2,13 +2,17 @@
 
 KD teacher (raw data) -> CGAN -> generated lists -> GD teacher (raw + generated) -> export -> GD student (from
 the export alone) and, for reference, the same-size student trained on raw data. Prints one table: HR@50 /
-NDCG@50 on the owner's held-out test items, parameter counts and wall time per stage."""
+NDCG@50 on the owner's held-out test items, parameter counts and wall time per stage.
+
+Each stage is a function of (ChainConfig, split, ...) -> StageResult (`train_kd_teacher`, `train_generator`,
+`train_gd_teacher`, `train_gd_student`, `train_raw_student`); `run_chain` calls them once in order and
+`experiments.runner` (`gdrec-lab run`) calls them per grid cell with their outputs cached on disk."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import secrets
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -21,13 +25,14 @@ import typer
 
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.export import build_export, user_token
-from data_owner.gan import CGANConfig, generated_lists, generator_scorer, train_cgan
-from data_owner.teacher import DEFAULT_KS, continue_on_generated, test_result, train_base_model
+from data_owner.gan import CGANConfig, GeneratedLists, generated_lists, generator_scorer, train_cgan
+from data_owner.teacher import DEFAULT_KS, TeacherRun, continue_on_generated, train_base_model
 from experiments.presets import teacher_preset
 from model_consumer.distill import DistillConfig, distill_student
 from shared.device import resolve_device
 from shared.evaluation import evaluate
-from shared.models import config_at_fraction
+from shared.interactions import ItemSets
+from shared.models import Recommender, SizedConfig, config_at_fraction
 from shared.training import TrainConfig
 
 log = logging.getLogger("gdrec.lab")
@@ -55,6 +60,9 @@ class ChainConfig:
     batch_size: int = 1000
     device: str = "auto"
     progress: bool = True
+    # epsilon of randomized response on the owner's training matrix (ALGORITHMS.md section 5): the CGAN, the KD
+    # teacher and the GD teacher then train on the randomized matrix; None = off. Metrics stay on the true split.
+    rr_epsilon: float | None = None
 
 
 @dataclass
@@ -67,13 +75,71 @@ class Row:
     note: str = ""
 
 
-def _split(dataset: str) -> LeaveOneOutSplit:
+@dataclass
+class StageResult:
+    """A trained model of one chain stage with its metrics on the owner's true split (training items excluded)."""
+
+    model: Any  # a shared.models.Recommender, or the CGAN's Generator
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    best_epoch: int
+    note: str = ""
+    users_map: np.ndarray | None = None  # owner user index -> the model's user row (the GD student's token order)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+@dataclass
+class GeneratorStage:
+    """The CGAN selected on validation, its generated lists, and GF_u's own metrics as a recommender."""
+
+    lists: GeneratedLists
+    generator: StageResult
+    seconds_per_epoch: float
+    observed_share: float
+
+
+def load_split(dataset: str) -> LeaveOneOutSplit:
+    """The leave-one-out split of a registry dataset name or a data file path."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # file-order split: stated in README
         return leave_one_out_split(load_dataset(dataset))
 
 
-def _eval_pair(score_all, split: LeaveOneOutSplit, device, users_map: np.ndarray | None = None):
+def teacher_settings(config: ChainConfig) -> dict[str, Any]:
+    """{"model": architecture kwargs, "lr": ...}: the config's own, else the preset of (dataset, family)."""
+    return config.teacher or teacher_preset(config.dataset, config.family)
+
+
+def training_split(split: LeaveOneOutSplit, config: ChainConfig) -> LeaveOneOutSplit:
+    """The split the owner's models train on: `split` itself, or with `rr_epsilon` set, its training matrix passed
+    through `data_owner.privacy.controls.randomized_response` (validation and test items are removed from the
+    randomized matrix again, so they stay held out)."""
+    if config.rr_epsilon is None:
+        return split
+    try:
+        from data_owner.privacy.controls import randomized_response
+    except ImportError as exc:
+        raise RuntimeError(
+            f"rr_epsilon={config.rr_epsilon} needs data_owner.privacy.controls.randomized_response(train, epsilon, "
+            "seed), which this checkout does not provide yet; run without rr_epsilon or update the checkout"
+        ) from exc
+    noisy = randomized_response(split.train, config.rr_epsilon, config.seed)
+    if noisy.n_users != split.n_users or noisy.n_items != split.n_items:
+        raise ValueError(f"randomized_response returned a {noisy.n_users} x {noisy.n_items} matrix for a "
+                         f"{split.n_users} x {split.n_items} one")
+    users, items = noisy.to_pairs()
+    held = (items == split.valid_item[users]) | (items == split.test_item[users])
+    log.info("randomized response (epsilon %s): %d -> %d training pairs (%d held-out items dropped)",
+             config.rr_epsilon, split.train.nnz, int((~held).sum()), int(held.sum()))
+    return replace(split, train=ItemSets.from_pairs(users[~held], items[~held], split.n_users, split.n_items))
+
+
+def evaluate_scorer(score_all, split: LeaveOneOutSplit, device, users_map: np.ndarray | None = None):
     """Validation and test metrics of a scorer over the owner's users (users_map: owner user -> scorer row)."""
     users = split.eval_users
 
@@ -87,76 +153,125 @@ def _eval_pair(score_all, split: LeaveOneOutSplit, device, users_map: np.ndarray
     return valid.metrics, test.metrics
 
 
-def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
-    device = resolve_device(config.device)
-    split = _split(config.dataset)
-    preset = config.teacher or teacher_preset(config.dataset, config.family)
-    rows: list[Row] = []
-    info: dict[str, Any] = {"split": split.summary(), "device": str(device)}
+def _train_config(config: ChainConfig, epochs: int, lr: float) -> TrainConfig:
+    return TrainConfig(epochs=epochs, lr=lr, patience=config.patience, eval_every=config.eval_every,
+                       seed=config.seed, progress=config.progress)
 
-    def train_config(epochs: int, lr: float) -> TrainConfig:
-        return TrainConfig(epochs=epochs, lr=lr, patience=config.patience, eval_every=config.eval_every,
-                           seed=config.seed, progress=config.progress)
 
-    # 1. KD teacher on raw data (L_CF)
+def _as_stage(run: TeacherRun, split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, device) -> StageResult:
+    """Metrics on the true split (recomputed when the model trained on a randomized matrix)."""
+    valid, test = (run.valid, run.test) if trained_on is split else evaluate_scorer(run.model.score_all, split,
+                                                                                     device)
+    return StageResult(run.model, valid, test, run.train.seconds, run.train.best_epoch, extra=dict(run.extra))
+
+
+def train_kd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+                     device) -> StageResult:
+    """Stage 1: the KD teacher on the (possibly randomized) raw training pairs, L_CF."""
+    preset = teacher_settings(config)
     torch.manual_seed(config.seed)
-    kd = train_base_model(split, config.family, preset["model"], train_config(config.teacher_epochs, preset["lr"]),
-                          batch_size=config.batch_size, device=device)
-    rows.append(Row("Teacher (KD: raw data)", kd.model.num_parameters(), kd.valid, kd.test, kd.train.seconds))
+    run = train_base_model(train_split, config.family, preset["model"],
+                           _train_config(config, config.teacher_epochs, preset["lr"]),
+                           batch_size=config.batch_size, device=device)
+    return _as_stage(run, split, train_split, device)
 
-    # 2. CGAN, selected on validation HR@50 of GF_u used as a recommender
+
+def train_generator(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+                    device) -> GeneratorStage:
+    """Stages 2-3: the CGAN (selected on validation HR@50 of GF_u as a recommender) and its generated lists."""
     cgan_config = replace(config.cgan, seed=config.seed, progress=config.progress)
-    users = split.eval_users
+    users = train_split.eval_users
 
     def cgan_valid(G) -> float:
-        scorer = generator_scorer(G, split.train, seed=config.seed)
-        return evaluate(scorer, users, split.valid_item[users], [split.train], ks=(50,), device=device)["HR@50"]
+        scorer = generator_scorer(G, train_split.train, seed=config.seed)
+        return evaluate(scorer, users, train_split.valid_item[users], [train_split.train], ks=(50,),
+                        device=device)["HR@50"]
 
     started = time.perf_counter()
-    gan = train_cgan(split.train, cgan_config, validate=cgan_valid, device=device)
-    g_valid, g_test = _eval_pair(generator_scorer(gan.generator, split.train, config.seed), split, device)
-    g_params = sum(p.numel() for p in gan.generator.parameters())
-    rows.append(Row("CGAN generator as a recommender", g_params, g_valid, g_test, time.perf_counter() - started,
-                    f"best epoch {gan.best_epoch}, {gan.seconds_per_epoch:.2f} s/epoch"))
-    info["cgan_seconds_per_epoch"] = gan.seconds_per_epoch
-    info["cgan_best_epoch"] = gan.best_epoch
-
-    # 3. generated lists
-    lists = generated_lists(gan.generator, split.train, config.list_length, config.include_observed,
+    gan = train_cgan(train_split.train, cgan_config, validate=cgan_valid, device=device)
+    g_valid, g_test = evaluate_scorer(generator_scorer(gan.generator, train_split.train, config.seed), split, device)
+    lists = generated_lists(gan.generator, train_split.train, config.list_length, config.include_observed,
                             seed=config.seed)
-    info["observed_share"] = lists.observed_share(split.train)
+    stage = StageResult(gan.generator, g_valid, g_test, time.perf_counter() - started, gan.best_epoch,
+                        note=f"best epoch {gan.best_epoch}, {gan.seconds_per_epoch:.2f} s/epoch")
+    return GeneratorStage(lists, stage, gan.seconds_per_epoch, lists.observed_share(split.train))
 
-    # 4. GD teacher (L_T = L_CF + L_GF)
-    gd = continue_on_generated(kd.model, split, lists.as_item_sets(), train_config(config.gd_epochs, preset["lr"]),
-                               batch_size=config.batch_size)
-    rows.append(Row("Teacher (GD: raw + generated)", gd.model.num_parameters(), gd.valid, gd.test,
-                    gd.train.seconds))
 
-    # 5. export (what would cross the boundary), 6. GD student from the export alone
-    secret = secrets.token_bytes(32)
-    export = build_export(gd.model, lists, split.user_ids, split.item_ids, config.temperature, secret, "lab")
+def train_gd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+                     kd_teacher: Recommender, lists: GeneratedLists, device) -> StageResult:
+    """Stage 4: a copy of the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)."""
+    preset = teacher_settings(config)
+    run = continue_on_generated(kd_teacher, train_split, lists.as_item_sets(),
+                                _train_config(config, config.gd_epochs, preset["lr"]), batch_size=config.batch_size)
+    return _as_stage(run, split, train_split, device)
+
+
+def lab_secret(seed: int) -> bytes:
+    """The export key of the research harness: fixed per seed, so a rerun gives the same tokens (and so the same
+    student user order). The services use real secrets; in-process nothing leaves the machine."""
+    return hashlib.sha256(f"gdrec-lab-export-{seed}".encode()).digest()
+
+
+def train_gd_student(config: ChainConfig, split: LeaveOneOutSplit, gd_teacher: Recommender, lists: GeneratedLists,
+                     device) -> StageResult:
+    """Stages 5-6: the export (what would cross the boundary) and the data-free student trained from it alone."""
+    secret = lab_secret(config.seed)
+    export = build_export(gd_teacher, lists, split.user_ids, split.item_ids, config.temperature, secret, "lab",
+                          randomized_response_epsilon=config.rr_epsilon)
     student = distill_student(
         export,
-        DistillConfig(fraction=config.fraction, lam=config.lam, epochs=config.student_epochs, lr=preset["lr"],
-                      batch_size=config.batch_size,
-                      patience=config.patience, eval_every=config.eval_every, seed=config.seed,
-                      progress=config.progress),
+        DistillConfig(fraction=config.fraction, lam=config.lam, epochs=config.student_epochs,
+                      lr=teacher_settings(config)["lr"], batch_size=config.batch_size, patience=config.patience,
+                      eval_every=config.eval_every, seed=config.seed, progress=config.progress),
         device=device,
     )
     token_row = {token: k for k, token in enumerate(student.tokens)}
     users_map = np.array([token_row[user_token(secret, "lab", str(uid))] for uid in split.user_ids])
-    s_valid, s_test = _eval_pair(student.model.score_all, split, device, users_map)
-    rows.append(Row(f"GD student ({config.fraction:.0%}, data-free)", student.model.num_parameters(), s_valid,
-                    s_test, student.train.seconds, f"lambda {config.lam}, t {config.temperature}"))
+    valid, test = evaluate_scorer(student.model.score_all, split, device, users_map)
+    return StageResult(student.model, valid, test, student.train.seconds, student.train.best_epoch,
+                       note=f"lambda {config.lam}, t {config.temperature}", users_map=users_map,
+                       extra={"teacher_params": student.sizing.reference_params})
 
-    # 7. reference: the same-size student trained on raw data
-    sized = config_at_fraction(config.family, preset["model"], split.n_users, split.n_items, config.fraction)
-    raw_student = train_base_model(split, config.family, sized.config,
-                                   train_config(config.teacher_epochs, preset["lr"]), batch_size=config.batch_size,
-                                   device=device)
-    rows.append(Row(f"Student ({config.fraction:.0%}, raw data)", raw_student.model.num_parameters(),
-                    raw_student.valid, raw_student.test, raw_student.train.seconds))
-    info["kd_teacher_test"] = test_result(kd.model, split).metrics["HR@50"]
+
+def student_config(config: ChainConfig, split: LeaveOneOutSplit) -> SizedConfig:
+    """The student architecture at `config.fraction` of the teacher's parameter count."""
+    return config_at_fraction(config.family, teacher_settings(config)["model"], split.n_users, split.n_items,
+                              config.fraction)
+
+
+def train_raw_student(config: ChainConfig, split: LeaveOneOutSplit, device) -> StageResult:
+    """Reference: the same-size student trained on the raw data alone (the paper's "Student" row)."""
+    sized = student_config(config, split)
+    run = train_base_model(split, config.family, sized.config,
+                           _train_config(config, config.teacher_epochs, teacher_settings(config)["lr"]),
+                           batch_size=config.batch_size, device=device)
+    return _as_stage(run, split, split, device)
+
+
+def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
+    """Every stage once, in order; one Row per stage."""
+    device = resolve_device(config.device)
+    split = load_split(config.dataset)
+    train_split = training_split(split, config)
+    info: dict[str, Any] = {"split": split.summary(), "device": str(device), "rr_epsilon": config.rr_epsilon}
+
+    kd = train_kd_teacher(config, split, train_split, device)
+    gen = train_generator(config, split, train_split, device)
+    info.update(cgan_seconds_per_epoch=gen.seconds_per_epoch, cgan_best_epoch=gen.generator.best_epoch,
+                observed_share=gen.observed_share)
+    gd = train_gd_teacher(config, split, train_split, kd.model, gen.lists, device)
+    student = train_gd_student(config, split, gd.model, gen.lists, device)
+    raw = train_raw_student(config, split, device)
+    rows = [
+        Row("Teacher (KD: raw data)", kd.params, kd.valid, kd.test, kd.seconds),
+        Row("CGAN generator as a recommender", gen.generator.params, gen.generator.valid, gen.generator.test,
+            gen.generator.seconds, gen.generator.note),
+        Row("Teacher (GD: raw + generated)", gd.params, gd.valid, gd.test, gd.seconds),
+        Row(f"GD student ({config.fraction:.0%}, data-free)", student.params, student.valid, student.test,
+            student.seconds, student.note),
+        Row(f"Student ({config.fraction:.0%}, raw data)", raw.params, raw.valid, raw.test, raw.seconds),
+    ]
+    info["kd_teacher_test"] = kd.test["HR@50"]
     return rows, info
 
 
@@ -197,6 +312,9 @@ def gd(
     device: Annotated[str, typer.Option()] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the rows as JSON here")] = None,
     progress: Annotated[bool, typer.Option()] = True,
+    rr_epsilon: Annotated[float | None, typer.Option(
+        help="randomized response on the training matrix the CGAN and teachers see (epsilon-LDP per interaction)"
+    )] = None,
 ) -> None:
     """Run the whole chain in-process and print the table."""
     cgan_fields = json.loads(cgan_json) if cgan_json else {}
@@ -206,7 +324,7 @@ def gd(
     config = ChainConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,
                          include_observed=include_observed, temperature=temperature, lam=lam,
                          cgan=CGANConfig(**{"epochs": cgan_epochs, **cgan_fields}), device=device,
-                         progress=progress)
+                         progress=progress, rr_epsilon=rr_epsilon)
     rows, info = run_chain(config)
     typer.echo(render(rows, info, config))
     if out is not None:
@@ -216,5 +334,18 @@ def gd(
         out.write_text(json.dumps(payload, indent=2, default=str))
 
 
+def full_app() -> typer.Typer:
+    """The app with `run` (experiments.runner) and `report` (experiments.reports) added; they build on this
+    module's stages, so they are imported here rather than at the top."""
+    from experiments import reports, runner
+
+    names = {command.name for command in app.registered_commands}
+    if "run" not in names:
+        app.command("run")(runner.run_command)
+    if "report" not in names:
+        app.command("report")(reports.report_command)
+    return app
+
+
 def main() -> None:
-    app()
+    full_app()()

@@ -1,0 +1,224 @@
+"""The comparison runner end to end on a tiny synthetic dataset: every method, JSONL rows, cached stages, a rerun
+that skips finished cells, an interrupted grid that resumes, and the reports rendered from the rows."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from data_owner.gan import CGANConfig
+from experiments import lab
+from experiments.lab import ChainConfig, full_app
+from experiments.reports import fmt, render_reports, select
+from experiments.runner import (
+    METHODS,
+    GridSpec,
+    ResultsFile,
+    cell_key,
+    grid_cells,
+    read_rows,
+    run_grid,
+    work_dir_lock,
+)
+from tests.conftest import write_users_dat
+
+STAGES = ("train_kd_teacher", "train_generator", "train_gd_teacher", "train_raw_student", "train_gd_student")
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "users.dat"
+    write_users_dat(path, n_users=40, n_items=30)
+    return path
+
+
+def tiny_spec(data, work_dir, **overrides) -> GridSpec:
+    base = ChainConfig(
+        dataset=str(data), list_length=6, teacher_epochs=2, gd_epochs=1, student_epochs=2, patience=0,
+        eval_every=1, batch_size=128,
+        cgan=CGANConfig(hidden_g=(16,), hidden_d=(8,), noise_dim=4, epochs=2, eval_every=1, batch_size=16,
+                        g_steps=1, d_steps=1),
+        teacher={"model": {"dim": 16, "reg": 1e-3}, "lr": 0.02}, device="cpu", progress=False,
+    )
+    settings = dict(base=base, work_dir=work_dir, families=("bpr",), methods=METHODS, seeds=(0, 1), fractions=(0.5,),
+                    kd_weights=(1.0, 0.1), temperatures=(2.0,), lambdas=(0.0, 0.7), inference_users=16,
+                    inference_repeats=1, progress=False,
+                    baseline_options={"cd": {"top_n": 10, "refresh_every": 1}, "bd": {"refresh_every": 1},
+                                      "rd": {"k": 5, "probe_items": 10, "warmup_epochs": 1}})
+    settings.update(overrides)
+    return GridSpec(**settings)
+
+
+class StageCounter:
+    """Wraps the chain's stage functions (the runner calls them through `experiments.lab`) and counts calls;
+    `fail_at` = (stage, n) raises KeyboardInterrupt at that stage's n-th call, like a Ctrl-C mid-grid."""
+
+    def __init__(self, monkeypatch, fail_at: tuple[str, int] | None = None) -> None:
+        self.calls = dict.fromkeys(STAGES, 0)
+        for name in STAGES:
+            monkeypatch.setattr(lab, name, self._wrap(name, getattr(lab, name), fail_at))
+
+    def _wrap(self, name, function, fail_at):
+        def wrapped(*args, **kwargs):
+            self.calls[name] += 1
+            if fail_at == (name, self.calls[name]):
+                raise KeyboardInterrupt
+            return function(*args, **kwargs)
+
+        return wrapped
+
+
+def test_grid_runs_every_method_resumes_after_an_interruption_and_skips_finished_cells(data, tmp_path, monkeypatch):
+    spec = tiny_spec(data, tmp_path / "work")
+    cells = grid_cells(spec)
+    per_seed = 1 + 1 + 2 + 2 + 2 + 2  # teacher, student, rd x 2 weights, cd x 2, bd x 2, gd x 2 lambdas
+    assert len(cells) == 2 * per_seed
+
+    # 1. interrupted at the second GD student of seed 0 (the 10th cell): nine rows on disk, nothing half-written
+    first = StageCounter(monkeypatch, fail_at=("train_gd_student", 2))
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(spec)
+    rows = read_rows(spec.results_path)
+    assert [r["method"] for r in rows] == ["teacher", "student", "rd", "rd", "cd", "cd", "bd", "bd", "gd"]
+    assert first.calls["train_kd_teacher"] == 1 and first.calls["train_generator"] == 1
+    assert spec.results_path.read_bytes().endswith(b"\n")
+
+    # 2. the same command again: the nine finished cells are skipped, seed 0's stages come from the cache
+    monkeypatch.undo()
+    second = StageCounter(monkeypatch)
+    summary = run_grid(spec)
+    assert (summary.total, summary.skipped, summary.ran) == (len(cells), 9, len(cells) - 9)
+    assert second.calls["train_gd_student"] == 3  # seed 0's second GD cell and seed 1's two
+    assert second.calls["train_kd_teacher"] == 1  # seed 1 only: seed 0's teacher is a checkpoint now
+    assert second.calls["train_generator"] == 1 and second.calls["train_gd_teacher"] == 1
+    assert second.calls["train_raw_student"] == 1
+    rows = read_rows(spec.results_path)
+    assert len(rows) == len(cells)
+    assert {r["key"] for r in rows} == {cell_key(spec, c) for c in cells}
+
+    # 3. and once more: nothing to do, the file is untouched
+    before = spec.results_path.read_bytes()
+    third = StageCounter(monkeypatch)
+    summary = run_grid(spec)
+    assert summary.ran == 0 and summary.skipped == len(cells)
+    assert sum(third.calls.values()) == 0
+    assert spec.results_path.read_bytes() == before
+
+    check_rows(rows)
+    check_reports(rows, tmp_path / "reports")
+
+
+def check_rows(rows):
+    for row in rows:
+        for part in ("valid", "test"):
+            assert set(row[part]) == {f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20, 50)}
+            assert all(0.0 <= v <= 1.0 for v in row[part].values())
+        # the sampled candidates are a subset of the full-ranking ones, so every sampled rank is <= the full rank
+        for k in (5, 10, 20):
+            assert row["test_sampled"][f"HR@{k}"] >= row["test"][f"HR@{k}"] - 1e-12
+        assert 1 <= row["test_sampled"]["negatives"] <= 100
+        assert row["inference"]["seconds"] > 0 and row["inference"]["batch_users"] == 16
+        assert row["machine"]["cpu_count"] >= 1 and row["train_seconds"] >= 0
+        expected_ratio = 1.0 if row["method"] == "teacher" else 0.5
+        assert row["params"] / row["teacher_params"] == pytest.approx(expected_ratio, abs=0.02)
+    by_method = {m: [r for r in rows if r["method"] == m] for m in METHODS}
+    assert {r["fraction"] for r in by_method["teacher"]} == {1.0}
+    assert {json.dumps(r["hyperparameters"], sort_keys=True) for r in by_method["cd"]} == {
+        '{"kd_weight": 1.0, "temperature": 2.0}', '{"kd_weight": 0.1, "temperature": 2.0}'}
+    assert {r["hyperparameters"]["lambda"] for r in by_method["gd"]} == {0.0, 0.7}
+    for row in by_method["gd"]:  # every GD cell of a seed shares one GD teacher and one set of lists
+        same_seed = [r for r in by_method["gd"] if r["seed"] == row["seed"]]
+        assert all(r["gd_teacher"] == row["gd_teacher"] for r in same_seed)
+        assert 0.0 <= row["observed_share"] <= 1.0 and row["list_length"] == 6
+
+
+def check_reports(rows, out):
+    dataset = rows[0]["dataset"]
+    written = render_reports(rows, out)
+    names = sorted(p.name for p in written)
+    assert names == ["fig2.png", "fig3.png", "fig4.png", "table2.md", "table3.md", "table4.md"]
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+    table2 = (out / "table2.md").read_text()
+    for size, name in [("T (100%)", "Teacher")] + [("M (50%)", n) for n in ("Student", "CD", "RD", "BD", "GD")]:
+        line = next(ln for ln in table2.splitlines() if ln.startswith(f"| {size} | {name} |"))
+        assert "| 2 |" in line and "not run" not in line  # two seeds each
+    # the RD row shows the test numbers of the KD weight with the best mean validation NDCG@50
+    rd = [r for r in rows if r["method"] == "rd"]
+    best = max((1.0, 0.1), key=lambda w: np.mean([r["valid"]["NDCG@50"] for r in rd
+                                                  if r["hyperparameters"]["kd_weight"] == w]))
+    chosen = select(rows, "bpr", "rd", 0.5)
+    assert chosen.hyperparameters == {"kd_weight": best} and chosen.seeds == 2
+    expected = fmt([r["test"]["HR@50"] for r in rd if r["hyperparameters"]["kd_weight"] == best])
+    assert f"| M (50%) | RD | {expected} |" in table2
+    # GD in table 2 is the lambda 0.7 cell (the paper's), never the lambda 0 one
+    assert select(rows, "bpr", "gd", 0.5, lambda r: math.isclose(r["hyperparameters"]["lambda"], 0.7)) is not None
+    assert "lambda 0.7" in next(ln for ln in table2.splitlines() if ln.startswith("| M (50%) | GD |"))
+    table3 = (out / "table3.md").read_text()
+    assert "## Full ranking" in table3 and "## Sampled" in table3 and "0.321" not in table3  # not ml-100k
+    table4 = (out / "table4.md").read_text()
+    assert "| KD teacher (raw data) |" in table4 and "| GD teacher (raw + generated) |" in table4
+
+    # cells that were not run render as "not run"
+    partial = render_reports([r for r in rows if r["method"] != "bd"], out / "partial", dataset)
+    table2 = partial[0].read_text()
+    assert "| M (50%) | BD | not run | not run | 0 |" in table2
+
+
+def test_cli_run_and_report(data, tmp_path):
+    work, reports = tmp_path / "work", tmp_path / "reports"
+    cli = CliRunner()
+    args = ["run", "--dataset", str(data), "--work-dir", str(work), "--models", "bpr", "--methods",
+            "teacher,student", "--seeds", "0", "--fractions", "0.5,0.3", "--teacher-epochs", "1", "--eval-every", "1",
+            "--batch-size", "128", "--inference-users", "8", "--teacher-json",
+            '{"model": {"dim": 20, "reg": 0.001}, "lr": 0.02}', "--device", "cpu", "--no-progress",
+            "--report-dir", str(reports)]
+    result = cli.invoke(full_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "3 cells: 0 already finished, 3 run now" in result.output
+    rows = read_rows(work / "results.jsonl")
+    assert sorted((r["method"], r["fraction"]) for r in rows) == [("student", 0.3), ("student", 0.5),
+                                                                    ("teacher", 1.0)]
+    assert "| S (30%) | Student |" in (reports / "table2.md").read_text()
+    assert "| S (30%) | GD | not run |" in (reports / "table2.md").read_text()
+    again = cli.invoke(full_app(), args)
+    assert "3 cells: 3 already finished, 0 run now" in again.output
+
+    result = cli.invoke(full_app(), ["report", "--results", str(work / "results.jsonl"), "--out",
+                                     str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "fig3.png").is_file()
+    bad = cli.invoke(full_app(), ["run", "--dataset", str(data), "--work-dir", str(work), "--methods", "kd"])
+    assert bad.exit_code != 0 and "unknown methods ['kd']" in bad.output
+
+
+def test_a_partial_last_line_is_cut_before_appending(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "valid": {"HR')
+    results = ResultsFile(path)
+    assert results.finished_keys() == {"a"}
+    results.append({"key": "c"})
+    assert [r["key"] for r in read_rows(path)] == ["a", "c"]
+
+
+def test_one_runner_per_work_dir(data, tmp_path):
+    spec = tiny_spec(data, tmp_path / "work", methods=("teacher",), seeds=(0,))
+    with work_dir_lock(spec.work_dir), pytest.raises(RuntimeError, match="another `gdrec-lab run`"):
+        run_grid(spec)
+
+
+def test_changed_settings_give_new_cells_but_reuse_unaffected_stages(data, tmp_path, monkeypatch):
+    spec = tiny_spec(data, tmp_path / "work", methods=("teacher", "gd"), seeds=(0,), lambdas=(0.7,))
+    run_grid(spec)
+    counter = StageCounter(monkeypatch)
+    longer_student = replace(spec, base=replace(spec.base, student_epochs=3))
+    summary = run_grid(longer_student)
+    assert (summary.skipped, summary.ran) == (1, 1)  # the teacher cell stands; the GD cell is new
+    assert counter.calls == {"train_kd_teacher": 0, "train_generator": 0, "train_gd_teacher": 0,
+                             "train_raw_student": 0, "train_gd_student": 1}
+    assert len(read_rows(spec.results_path)) == 3
