@@ -1,9 +1,13 @@
 """The whole GD-REC chain in-process on a tiny synthetic dataset (users.dat format): every stage runs and the
 table has the rows the paper compares."""
 
+import sys
+
+import numpy as np
+import pytest
 
 from data_owner.gan import CGANConfig
-from experiments.lab import ChainConfig, render, run_chain
+from experiments.lab import ChainConfig, load_split, render, run_chain, training_split
 from tests.conftest import write_users_dat
 
 
@@ -28,3 +32,29 @@ def test_chain_runs_end_to_end(tmp_path):
     assert 0.0 <= info["observed_share"] <= 1.0
     table = render(rows, info, config)
     assert "| GD student (50%, data-free)" in table
+
+
+def test_rr_epsilon_randomizes_only_the_owner_training_matrix(tmp_path):
+    data = tmp_path / "users.dat"
+    write_users_dat(data)
+    split = load_split(str(data))
+    assert training_split(split, ChainConfig(dataset=str(data))) is split  # off by default
+    noisy = training_split(split, ChainConfig(dataset=str(data), rr_epsilon=0.5, seed=3)).train
+    assert noisy.n_users == split.n_users and noisy.n_items == split.n_items
+    assert not np.array_equal(noisy.keys(), split.train.keys())
+    users = split.eval_users  # the held-out items never enter the randomized matrix
+    assert not noisy.contains(users, split.valid_item[users]).any()
+    assert not noisy.contains(users, split.test_item[users]).any()
+    # p = 1 / (1 + e^0.5) = 0.38 of the zeros flip on: the matrix gets far denser
+    assert noisy.nnz > 1.5 * split.train.nnz
+    again = training_split(split, ChainConfig(dataset=str(data), rr_epsilon=0.5, seed=3)).train
+    assert np.array_equal(again.keys(), noisy.keys())
+
+
+def test_rr_epsilon_without_the_privacy_module_says_so(tmp_path, monkeypatch):
+    data = tmp_path / "users.dat"
+    write_users_dat(data)
+    split = load_split(str(data))
+    monkeypatch.setitem(sys.modules, "data_owner.privacy.controls", None)  # import fails
+    with pytest.raises(RuntimeError, match="needs data_owner.privacy.controls.randomized_response"):
+        training_split(split, ChainConfig(dataset=str(data), rr_epsilon=1.0))
