@@ -68,6 +68,8 @@ def train_teacher(
     patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = 6,
     eval_every: Annotated[int, typer.Option(min=1)] = 5,
     metric: Annotated[Metric, typer.Option(help="validation metric for model selection")] = Metric.ndcg,
+    pretrain: Annotated[bool, typer.Option(help="NeuMF: train its GMF and MLP branches alone first (NCF "
+                                                "pre-training), then NeuMF from them")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     data_dir: Annotated[Path | None, typer.Option(help="overrides GDREC_DATA_DIR")] = None,
@@ -102,7 +104,11 @@ def train_teacher(
         progress=progress,
     )
     torch.manual_seed(seed)
-    run = train_base_model(split, model.value, config, train_config, batch_size=batch_size, device=resolved)
+    try:
+        run = train_base_model(split, model.value, config, train_config, batch_size=batch_size, device=resolved,
+                               pretrain=pretrain)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     name = Path(dataset).stem if Path(dataset).exists() else dataset
     out = out or Path("artifacts") / "teachers" / f"{name}-{model.value}-d{dim}-s{seed}"
     summary = {
@@ -118,6 +124,7 @@ def train_teacher(
         "total_seconds": round(time.perf_counter() - started, 1),
         "device": str(resolved),
         "seed": seed,
+        "pretrain": run.extra.get("pretrain"),
     }
     save_checkpoint(
         out,

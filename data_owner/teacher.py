@@ -16,7 +16,7 @@ import torch
 from data_owner.data.split import LeaveOneOutSplit
 from shared.evaluation import EvalResult, evaluate
 from shared.interactions import ItemSets
-from shared.models import PairBatch, Recommender, build_model
+from shared.models import NeuMF, PairBatch, Recommender, build_model
 from shared.sampling import TripletSampler
 from shared.training import TrainConfig, TrainResult, fit
 
@@ -62,10 +62,31 @@ def train_base_model(
     batch_size: int = 1000,
     device: torch.device | str = "cpu",
     ks: Sequence[int] = DEFAULT_KS,
+    pretrain: bool = False,
 ) -> TeacherRun:
-    """Train a BPR/NeuMF model on the raw training pairs, select the epoch on validation, report test."""
-    torch.manual_seed(train_config.seed)
-    model = build_model(family, split.n_users, split.n_items, **model_config).to(device)
+    """Train a BPR/NeuMF model on the raw training pairs, select the epoch on validation, report test.
+
+    `pretrain` (NeuMF only; the NCF paper's section 3.4.1): train its GMF and MLP branches alone first, each with
+    `train_config` and its own early stopping, start NeuMF from them (`NeuMF.from_pretrained`, alpha 0.5) and then
+    train it as usual. The branches' validation/test metrics are kept in `extra`."""
+    extra: dict[str, Any] = {}
+    if pretrain:
+        if family != "neumf":
+            raise ValueError(f"pre-training is defined for NeuMF only, not {family!r}")
+        config = dict(model_config)
+        reg = config.get("reg", 1e-5)
+        branches = {
+            "gmf": {"dim": config.get("dim_gmf", 32), "reg": reg},
+            "mlp": {"dim": config.get("dim_mlp", 32), "hidden": list(config.get("hidden", (32, 16))), "reg": reg},
+        }
+        runs = {name: train_base_model(split, name, cfg, train_config, batch_size, device, ks)
+                for name, cfg in branches.items()}
+        extra["pretrain"] = {name: {"valid": run.valid, "test": run.test, "best_epoch": run.train.best_epoch,
+                                    "seconds": run.train.seconds} for name, run in runs.items()}
+        model = NeuMF.from_pretrained(runs["gmf"].model, runs["mlp"].model, alpha=0.5, reg=reg).to(device)
+    else:
+        torch.manual_seed(train_config.seed)
+        model = build_model(family, split.n_users, split.n_items, **model_config).to(device)
     sampler = TripletSampler(split.train, batch_size=batch_size)
     result = fit(
         model,
@@ -78,7 +99,7 @@ def train_base_model(
     valid = validation_result(model, split, ks).metrics
     test = test_result(model, split, ks).metrics
     log.info("%s: best epoch %d, valid %s, test %s", family, result.best_epoch, valid, test)
-    return TeacherRun(model=model, train=result, valid=valid, test=test)
+    return TeacherRun(model=model, train=result, valid=valid, test=test, extra=extra)
 
 
 def popularity_scores(split: LeaveOneOutSplit) -> np.ndarray:
