@@ -11,87 +11,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
+from bench._http import free_port, load, service
 from model_consumer.distill import DistillConfig
 from model_consumer.settings import ConsumerLayout
 from model_consumer.store import ExportStore
 from model_consumer.students import distill_and_publish
 
 KEY = "bench-api-key-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def load(url: str, paths: list[str], clients: int) -> dict[str, float]:
-    """Every path once, `clients` at a time, one keep-alive connection per client thread."""
-    chunks = [paths[i::clients] for i in range(clients)]
-
-    def worker(chunk: list[str]) -> list[float]:
-        latencies = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
-            for path in chunk:
-                started = time.perf_counter()
-                response = client.get(path)
-                latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
-        return latencies
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        latencies = sorted(x for part in pool.map(worker, chunks) for x in part)
-    seconds = time.perf_counter() - started
-    return {"rps": len(latencies) / seconds, "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 
 def bench_model(data_dir: Path, tokens: list[str], requests: int) -> dict:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GDREC_CONSUMER_DATA_DIR": str(data_dir), "GDREC_CONSUMER_API_KEY": KEY,
+    env = {"GDREC_CONSUMER_DATA_DIR": str(data_dir), "GDREC_CONSUMER_API_KEY": KEY,
            "GDREC_CONSUMER_LOG_LEVEL": "warning"}
-    server = subprocess.Popen([sys.executable, "-m", "model_consumer.cli", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        card = httpx.get(f"{url}/v1/model", headers={"Authorization": f"Bearer {KEY}"}).json()
+    with service("model_consumer.cli", env, free_port()) as url:
+        card = httpx.get(f"{url}/v1/model", headers=HEADERS).json()
         recs = [f"/v1/recommendations/{tokens[i % len(tokens)]}?k=50" for i in range(requests)]
-        result: dict = {"model": f"{card['parameter_ratio']:.0%} ({card['num_parameters']:,} params)"}
+        result: dict = {"model": f"{card['parameter_ratio']:.0%} ({card['num_parameters']:,} params)",
+                        "num_parameters": card["num_parameters"], "parameter_ratio": card["parameter_ratio"]}
         for clients in (1, 16):
-            load(url, recs[:32], clients)  # warm-up
-            result[f"rec@{clients}"] = load(url, recs, clients)
-            result[f"health@{clients}"] = load(url, ["/health"] * requests, clients)
+            load(url, recs[:32], clients, HEADERS)  # warm-up
+            result[f"rec@{clients}"] = load(url, recs, clients, HEADERS)
+            result[f"health@{clients}"] = load(url, ["/health"] * requests, clients, HEADERS)
         batch = {"tokens": [tokens[i % len(tokens)] for i in range(1000)], "k": 50}
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:
+        with httpx.Client(base_url=url, headers=HEADERS, timeout=300) as client:
             client.post("/v1/recommendations/batch", json=batch).raise_for_status()
             started = time.perf_counter()
             client.post("/v1/recommendations/batch", json=batch).raise_for_status()
             result["batch_1000_s"] = time.perf_counter() - started
         return result
-    finally:
-        server.terminate()
-        server.wait(15)
 
 
 def main() -> None:

@@ -1,0 +1,76 @@
+"""What the HTTP benchmarks share: a free loopback port, a service started as a real process and awaited on
+/ready, and a closed-loop load generator (each client sends its next request when the previous one answered)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def service(module: str, env: dict[str, str], port: int, timeout: float = 180.0) -> Iterator[str]:
+    """Run `python -m <module> serve --port <port>` with `env` added; yield its URL once /ready answers 200."""
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", str(port)], env={**os.environ, **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"{module} serve exited with code {server.returncode}: {server.stderr.read()}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{module} serve was not ready after {timeout:.0f} s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def load(url: str, paths: Sequence[str], clients: int, headers: dict[str, str]) -> dict[str, float]:
+    """Every path once, `clients` at a time, one keep-alive connection per client thread: requests per second,
+    p50 / p99 latency in ms, and the response bytes per request (mean)."""
+    chunks = [list(paths[i::clients]) for i in range(clients)]
+
+    def worker(chunk: list[str]) -> list[tuple[float, int]]:
+        out = []
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            for path in chunk:
+                started = time.perf_counter()
+                response = client.get(path)
+                out.append((time.perf_counter() - started, len(response.content)))
+                response.raise_for_status()
+        return out
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        samples = [x for part in pool.map(worker, chunks) for x in part]
+    seconds = time.perf_counter() - started
+    latencies = sorted(s for s, _ in samples)
+    return {"requests": len(samples), "rps": len(samples) / seconds,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "bytes_per_request": statistics.fmean(b for _, b in samples)}
