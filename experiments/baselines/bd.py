@@ -19,7 +19,9 @@ not multiplied by 0, and their weights are zeroed), each pair's KD items are dra
 negative, and the metrics are the harness's (0-based ranks, HR@K counts ranks 0..K-1). Per training pair and
 epoch, `kd_items` items are drawn for each direction (the notebook draws a number proportional to the user's
 positives, as this does). If a user's student weights are all zero (the two rankings agree on every unobserved
-item), its student draws fall back to uniform over its unobserved items."""
+item), its student draws fall back to uniform over its unobserved items. Both models are optimised with the
+train config's learning rate (fresh Adam state; the teacher copy keeps its own L2 `reg`); the notebook's separate
+pre-training of the student before distillation is not reproduced: the student starts from scratch."""
 
 from __future__ import annotations
 
