@@ -282,9 +282,10 @@ def fig2(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
     gd_filter = _gd_table2_filter(rows)
     sizes = [1.0] + (_fractions(rows) or [0.5, 0.3])
     methods = METHOD_ORDER
-    width = 0.8 / len(methods)
+    width = 0.8 / (len(methods) - 1)
     for ax, family in zip(axes, families or ["(none)"], strict=False):
         drawn = False
+        top = 0.0
         for m_index, method in enumerate(methods):
             xs, ys, errs = [], [], []
             for s_index, fraction in enumerate(sizes):
@@ -294,18 +295,21 @@ def fig2(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
                 if chosen is None:
                     continue
                 mean, std = mean_std(chosen.values("test", "HR@50"))
-                xs.append(s_index + (m_index - (len(methods) - 1) / 2) * width)
+                # the teacher stands alone at T; the five students share each of M and S
+                xs.append(s_index if method == "teacher" else s_index + (m_index - 1 - (len(methods) - 2) / 2) * width)
                 ys.append(mean)
                 errs.append(0.0 if math.isnan(std) else std)
             if xs:
                 ax.bar(xs, ys, width, yerr=errs, capsize=2, label=METHOD_NAMES[method])
                 drawn = True
+                top = max(top, max(y + e for y, e in zip(ys, errs, strict=True)))
         ax.set_xticks(range(len(sizes)), [_size(f) for f in sizes])
         ax.set_xlabel("model size (share of the teacher's parameters)")
         ax.set_ylabel("test HR@50 (share of users)")
         ax.set_title(f"{dataset}: {FAMILY_NAMES.get(family, family)}")
         if drawn:
-            ax.legend(fontsize=8)
+            ax.set_ylim(0, 1.35 * top if top > 0 else 1)  # room for the legend above the bars
+            ax.legend(fontsize=7, ncol=3, loc="upper center")
         else:
             _not_run(ax, "accuracy")
     fig.tight_layout()
