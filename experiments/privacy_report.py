@@ -25,7 +25,12 @@ The report (`privacy.md`, `privacy.png`) is rendered from the rows whose keys be
 over seeds, requested settings without a row printed as "not run", membership cells without members printed as
 such; nothing is filled in. It ends with issue 7's acceptance check, computed from those rows: does any control
 bring reconstruction precision within 2x of the popularity reference while the GD student keeps >= 80% of the
-default setting's test HR@50?
+default setting's test HR@50? `--report-only` renders without training; it needs the same chain options as the run
+(epochs, CGAN, teacher, L, t, lambda, fraction), since rows are matched by key.
+
+A real sweep (from the repository root; rows, markdown and plot land in reports/ml-100k/):
+
+    gdrec-privacy --dataset ml-100k --model bpr --seeds 0,1,2 --cgan-epochs 100 -v
 """
 
 from __future__ import annotations
@@ -584,7 +589,9 @@ def privacy(
     out_dir: Annotated[Path | None, typer.Option(help="privacy.md / privacy.png here (default reports/<dataset>)")]
     = None,
     results: Annotated[Path | None, typer.Option(help="JSONL rows (default <out-dir>/privacy.jsonl)")] = None,
-    report_only: Annotated[bool, typer.Option(help="render from the existing rows, train nothing")] = False,
+    report_only: Annotated[bool, typer.Option(
+        help="render from the existing rows, train nothing (give the run's chain options: rows are matched by key)")]
+    = False,
     fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="GD student size / teacher size")] = 0.5,
     list_length: Annotated[int, typer.Option(min=1)] = 50,
     temperature: Annotated[float, typer.Option(min=1e-3)] = 2.0,
