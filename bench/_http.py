@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,15 +26,20 @@ def free_port() -> int:
 
 @contextmanager
 def service(module: str, env: dict[str, str], port: int, timeout: float = 180.0) -> Iterator[str]:
-    """Run `python -m <module> serve --port <port>` with `env` added; yield its URL once /ready answers 200."""
+    """Run `python -m <module> serve --port <port>` with `env` added; yield its URL once /ready answers 200.
+
+    The service's output goes to a temporary file (a pipe nobody reads would fill up and stall the service); its
+    tail is shown if the service dies."""
     url = f"http://127.0.0.1:{port}"
+    log = tempfile.TemporaryFile(mode="w+")
     server = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", str(port)], env={**os.environ, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"{module} serve exited with code {server.returncode}: {server.stderr.read()}")
+                log.seek(0)
+                raise RuntimeError(f"{module} serve exited with code {server.returncode}: {log.read()[-3000:]}")
             try:
                 if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                     break
@@ -48,6 +55,11 @@ def service(module: str, env: dict[str, str], port: int, timeout: float = 180.0)
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.seek(0)
+        lines = log.read().splitlines()
+        log.close()
+        if lines:
+            logging.getLogger(__name__).info("%s wrote %d log line(s); the last: %s", module, len(lines), lines[-1])
 
 
 def load(url: str, paths: Sequence[str], clients: int, headers: dict[str, str]) -> dict[str, float]:

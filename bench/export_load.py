@@ -67,7 +67,7 @@ def render(result: dict) -> str:
     lines = [f"export {result['export_id'][:12]}: {result['users']:,} users, L={result['list_length']}, catalog "
              f"{result['catalog']:,} items; {result['pages']} pages of {result['page_limit']} users",
              "",
-             "| clients | pages/s | users/s | MB/s | p50 ms | p99 ms | KiB/page | /health rps | pages/s ÷ /health rps |",
+             "| clients | pages/s | users/s | MB/s | p50 ms | p99 ms | KiB/page | /health rps | pages ÷ health |",
              "|---|---|---|---|---|---|---|---|---|"]
     for run_ in result["runs"]:
         e, h = run_["export"], run_["health"]
