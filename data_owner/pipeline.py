@@ -69,17 +69,28 @@ STAGE_FILE = "stage.json"
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    """The teacher's architecture (keyword arguments of the model class) and learning rate."""
+    """The teacher's architecture (keyword arguments of the model class), learning rate, and for NeuMF whether its
+    GMF and MLP branches are trained alone first (NCF pre-training, `train_base_model(pretrain=True)`)."""
 
     family: str
     model: dict[str, Any]
     lr: float
+    pretrain: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in ("bpr", "neumf"):
             raise ValueError(f"teacher family must be 'bpr' or 'neumf', got {self.family!r}")
         if not self.lr > 0:
             raise ValueError(f"teacher lr must be positive, got {self.lr}")
+        if self.pretrain and self.family != "neumf":
+            raise ValueError(f"pre-training is defined for NeuMF only, not {self.family!r}")
+
+    def key_payload(self) -> dict[str, Any]:
+        """What a stage key records of the teacher (`pretrain` only when on, so older keys stay valid)."""
+        payload = asdict(self)
+        if not self.pretrain:
+            del payload["pretrain"]
+        return payload
 
 
 # Chosen on the validation item (README "Measured so far"); datasets given by path use the family's default.
@@ -199,7 +210,7 @@ def _key(payload: dict[str, Any]) -> str:
 
 def stage_keys(config: OwnerTrainConfig, data: str, secret_fp: str) -> dict[str, str]:
     """The key of each stage: what its output depends on (device and progress bars excluded)."""
-    teacher = asdict(config.teacher_settings)
+    teacher = config.teacher_settings.key_payload()
     schedule = {"patience": config.patience, "eval_every": config.eval_every, "seed": config.seed,
                 "batch_size": config.batch_size}
     cgan = {k: v for k, v in asdict(replace(config.cgan, seed=config.seed)).items() if k != "progress"}
@@ -302,7 +313,8 @@ class _Chain:
     def _run_kd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
         run = train_base_model(self.model_split, c.family, dict(c.teacher_settings.model),
-                               self.train_config(c.teacher_epochs), batch_size=c.batch_size, device=self.device)
+                               self.train_config(c.teacher_epochs), batch_size=c.batch_size, device=self.device,
+                               pretrain=c.teacher_settings.pretrain)
         summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
                    "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
                    **self.reported_metrics(run.model, run.valid, run.test)}

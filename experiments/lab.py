@@ -167,12 +167,13 @@ def _as_stage(run: TeacherRun, split: LeaveOneOutSplit, trained_on: LeaveOneOutS
 
 def train_kd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                      device) -> StageResult:
-    """Stage 1: the KD teacher on the (possibly randomized) raw training pairs, L_CF."""
+    """Stage 1: the KD teacher on the (possibly randomized) raw training pairs, L_CF (NeuMF pre-trained branch by
+    branch when the settings say "pretrain"; the students always train from scratch)."""
     preset = teacher_settings(config)
     torch.manual_seed(config.seed)
     run = train_base_model(train_split, config.family, preset["model"],
                            _train_config(config, config.teacher_epochs, preset["lr"]),
-                           batch_size=config.batch_size, device=device)
+                           batch_size=config.batch_size, device=device, pretrain=bool(preset.get("pretrain")))
     return _as_stage(run, split, train_split, device)
 
 
@@ -230,7 +231,7 @@ def train_gd_student(config: ChainConfig, split: LeaveOneOutSplit, gd_teacher: R
     valid, test = evaluate_scorer(student.model.score_all, split, device, users_map)
     return StageResult(student.model, valid, test, student.train.seconds, student.train.best_epoch,
                        note=f"lambda {config.lam}, t {config.temperature}", users_map=users_map,
-                       extra={"teacher_params": student.sizing.reference_params})
+                       extra={"teacher_params": student.sizing.reference_params, "export": export})
 
 
 def student_config(config: ChainConfig, split: LeaveOneOutSplit) -> SizedConfig:

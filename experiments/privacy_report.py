@@ -11,8 +11,8 @@ For each privacy setting (by default: the paper's default, exclude-observed, and
     the KD / GD teachers' and the generator's own test numbers, the share of listed items that are the user's own
     training items, the chain's settings, the machine and the seconds it took.
 
-A setting's export is rebuilt from its GD teacher and lists with the same arguments `lab.train_gd_student` uses
-(the lab's export key, consumer "lab"), so the audited bundle is the one the student learnt from. Within one seed,
+A setting's audited export is the very bundle `lab.train_gd_student` distilled its student from (returned in the
+stage's extra; the lab's export key, consumer "lab"). Within one seed,
 settings that share `rr_epsilon` share the KD teacher and the CGAN (exclude-observed only changes how lists are drawn
 from GF_u); nothing else is shared.
 
@@ -58,7 +58,6 @@ import torch  # noqa: E402
 import typer  # noqa: E402
 
 from data_owner.data import LeaveOneOutSplit  # noqa: E402
-from data_owner.export import build_export  # noqa: E402
 from data_owner.gan import CGANConfig, GeneratedLists, generated_lists  # noqa: E402
 from data_owner.privacy import export_pairs, leakage_report, soft_target_scorer  # noqa: E402
 from data_owner.privacy.leakage import EXPORT_ROW, HISTORY_ROW, POPULARITY_ROW  # noqa: E402
@@ -219,8 +218,7 @@ class PrivacyRunner:
         gd = lab.train_gd_teacher(config, self.split, shared.train_split, shared.kd.model, lists, self.device)
         student = lab.train_gd_student(config, self.split, gd.model, lists, self.device)
         secret = lab.lab_secret(seed)
-        bundle = build_export(gd.model, lists, self.split.user_ids, self.split.item_ids, config.temperature, secret,
-                              "lab", randomized_response_epsilon=config.rr_epsilon)
+        bundle = student.extra["export"]  # exactly what the student learnt from
         report = leakage_report(self.split, export_pairs(bundle, self.split, secret, "lab"),
                                 soft_target_scorer(gd.model, config.temperature),
                                 context={"setting": setting.name, "seed": seed})

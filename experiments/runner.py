@@ -391,13 +391,14 @@ class StageCache:
         self.device = device
         self.root = spec.work_dir / "cache" / dataset_slug(spec.base.dataset)
         self._memory: dict[tuple, Any] = {}
-        self._train_splits: dict[int, LeaveOneOutSplit] = {}
+        self._train_splits: dict[tuple[int, float | None], LeaveOneOutSplit] = {}
         self.trained: list[str] = []  # which stages were trained (not loaded) in this process, for the log
 
     def train_split(self, config: ChainConfig) -> LeaveOneOutSplit:
-        if config.seed not in self._train_splits:
-            self._train_splits[config.seed] = lab.training_split(self.split, config)
-        return self._train_splits[config.seed]
+        key = (config.seed, config.rr_epsilon)  # the randomized matrix depends on both
+        if key not in self._train_splits:
+            self._train_splits[key] = lab.training_split(self.split, config)
+        return self._train_splits[key]
 
     def _remember(self, key: tuple, build: Callable[[], Any]) -> Any:
         if key not in self._memory:
