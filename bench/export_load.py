@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 from pathlib import Path
 
 import httpx
 
-from bench._http import free_port, load, service
+from bench._http import free_port, load, machine, service
 from data_owner.api.state import load_served_export
 from data_owner.keys import KeyStore
 from data_owner.settings import ArtifactLayout
@@ -53,8 +52,7 @@ def run(artifacts: Path, limit: int, passes: int, clients_list: list[int]) -> di
             paths, users = page_paths(url, headers, limit)
             result = {"artifacts": str(artifacts), "export_id": export.export_id, "users": users,
                       "list_length": export.manifest.list_length, "catalog": len(export.manifest.item_ids),
-                      "page_limit": limit, "pages": len(paths), "machine": f"{platform.processor() or 'cpu'}, "
-                      f"{platform.machine()}", "runs": []}
+                      "page_limit": limit, "pages": len(paths), "machine": machine(), "runs": []}
             for clients in clients_list:
                 load(url, paths[: 4 * clients], clients, headers)  # warm-up (page hash cache, connections)
                 pages = load(url, paths * passes, clients, headers)
@@ -64,7 +62,8 @@ def run(artifacts: Path, limit: int, passes: int, clients_list: list[int]) -> di
 
 
 def render(result: dict) -> str:
-    lines = [f"export {result['export_id'][:12]}: {result['users']:,} users, L={result['list_length']}, catalog "
+    lines = [f"machine: {result['machine']}",
+             f"export {result['export_id'][:12]}: {result['users']:,} users, L={result['list_length']}, catalog "
              f"{result['catalog']:,} items; {result['pages']} pages of {result['page_limit']} users",
              "",
              "| clients | pages/s | users/s | MB/s | p50 ms | p99 ms | KiB/page | /health rps | pages ÷ health |",

@@ -3,7 +3,7 @@ and 16 concurrent clients, beside the same service's /health (the framework's ce
 the same run), and the time of one POST /v1/recommendations/batch for 1,000 users; for the teacher-sized student
 and the 50% and 30% students, each distilled from a pulled export and served as a real process (uvicorn).
 
-    python bench/serving.py --export <consumer data dir>/export [--epochs 5] [--requests 400]
+    python -m bench.serving --export <consumer data dir>/export [--epochs 5] [--requests 400]
 
 Writes a Markdown table on stdout and JSON to --out (default reports/bench/serving.json)."""
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._http import free_port, load, service
+from bench._http import free_port, load, machine, service
 from model_consumer.distill import DistillConfig
 from model_consumer.settings import ConsumerLayout
 from model_consumer.store import ExportStore
@@ -66,6 +66,7 @@ def main() -> None:
             distill_and_publish(bundle, DistillConfig(fraction=fraction, epochs=args.epochs, progress=False),
                                 ConsumerLayout(root))
             rows.append(bench_model(root, tokens, args.requests))
+    print(f"machine: {machine()}; export: {len(tokens):,} users\n")
     print("| student | clients | rec rps | rec p50 ms | rec p99 ms | /health rps | rec / health | batch 1000 s |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
@@ -74,7 +75,8 @@ def main() -> None:
             print(f"| {row['model']} | {clients} | {rec['rps']:.0f} | {rec['p50_ms']:.1f} | {rec['p99_ms']:.1f} | "
                   f"{health['rps']:.0f} | {rec['rps'] / health['rps']:.2f} | {row['batch_1000_s']:.2f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.write_text(json.dumps({"machine": machine(), "users": len(tokens), "requests": args.requests,
+                                    "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
