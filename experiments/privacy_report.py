@@ -35,15 +35,13 @@ A real sweep (from the repository root; rows, markdown and plot land in reports/
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +64,7 @@ from experiments.lab import ChainConfig, GeneratorStage, StageResult  # noqa: E4
 from experiments.runner import (  # noqa: E402
     ResultsFile,
     dataset_slug,
+    exclusive_lock,
     gd_teacher_settings_payload,
     machine_info,
     read_rows,
@@ -245,19 +244,9 @@ class PrivacyRunner:
         }
 
 
-@contextmanager
-def results_lock(results: Path) -> Iterator[None]:
-    results.parent.mkdir(parents=True, exist_ok=True)
-    with open(results.with_name(f".{results.name}.lock"), "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another gdrec-privacy run is writing {results}; wait for it or pass another "
-                               "--results") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def results_lock(results: Path):
+    return exclusive_lock(results.with_name(f".{results.name}.lock"),
+                          f"another gdrec-privacy run is writing {results}; wait for it or pass another --results")
 
 
 @dataclass

@@ -292,18 +292,23 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def work_dir_lock(work_dir: Path) -> Iterator[None]:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with open(work_dir / ".runner.lock", "w") as handle:
+def exclusive_lock(lock_file: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on `lock_file`; RuntimeError(busy) when another process holds it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another `gdrec-lab run` is using {work_dir}; wait for it or use another "
-                               "--work-dir") from None
+            raise RuntimeError(busy) from None
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def work_dir_lock(work_dir: Path):
+    return exclusive_lock(work_dir / ".runner.lock",
+                          f"another `gdrec-lab run` is using {work_dir}; wait for it or use another --work-dir")
 
 
 # ----------------------------------------------------------------------------------------------------------------
