@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,6 +71,9 @@ def train_teacher(
     metric: Annotated[Metric, typer.Option(help="validation metric for model selection")] = Metric.ndcg,
     pretrain: Annotated[bool, typer.Option(help="NeuMF: train its GMF and MLP branches alone first (NCF "
                                                 "pre-training), then NeuMF from them")] = False,
+    pretrain_json: Annotated[str | None, typer.Option(
+        help="pre-training settings (implies --pretrain): {\"alpha\": 0.5, \"gmf_reg\": ..., \"mlp_reg\": ..., "
+             "\"finetune_lr\": ...}")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     data_dir: Annotated[Path | None, typer.Option(help="overrides GDREC_DATA_DIR")] = None,
@@ -80,7 +84,7 @@ def train_teacher(
     import torch
 
     from data_owner.data import leave_one_out_split, load_dataset
-    from data_owner.teacher import train_base_model
+    from data_owner.teacher import Pretraining, train_base_model
     from shared.checkpoint import save_checkpoint
     from shared.device import resolve_device
     from shared.training import TrainConfig
@@ -105,8 +109,12 @@ def train_teacher(
     )
     torch.manual_seed(seed)
     try:
+        pretraining = Pretraining(**_json_option(pretrain_json, "pretrain-json")) if pretrain or pretrain_json else None
+    except (TypeError, ValueError) as exc:  # an unknown key or a bad value
+        raise _fail(f"--pretrain-json: {exc}") from None
+    try:
         run = train_base_model(split, model.value, config, train_config, batch_size=batch_size, device=resolved,
-                               pretrain=pretrain)
+                               pretrain=pretraining)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     name = Path(dataset).stem if Path(dataset).exists() else dataset
@@ -124,7 +132,7 @@ def train_teacher(
         "total_seconds": round(time.perf_counter() - started, 1),
         "device": str(resolved),
         "seed": seed,
-        "pretrain": run.extra.get("pretrain"),
+        "pretrain": None if pretraining is None else {**asdict(pretraining), "branches": run.extra["pretrain"]},
     }
     save_checkpoint(
         out,
@@ -214,7 +222,8 @@ def train(
     cgan_epochs: Annotated[int, typer.Option(min=1)] = 200,
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON, e.g. '{\"lr_g\": 1e-4}'")] = None,
     teacher_json: Annotated[str | None, typer.Option(
-        help="teacher settings as JSON: {\"model\": {...architecture...}, \"lr\": ...} (default: the dataset's "
+        help="teacher settings as JSON: {\"model\": {...architecture...}, \"lr\": ..., \"pretrain\": {\"alpha\": ..., "
+             "\"gmf_reg\": ..., \"mlp_reg\": ..., \"finetune_lr\": ...} or null} (default: the dataset's "
              "preset)")] = None,
     patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = 6,
     eval_every: Annotated[int, typer.Option(min=1)] = 5,
@@ -227,6 +236,7 @@ def train(
     """Train the owner's models and build the export, stage by stage; a rerun skips the finished stages."""
     from data_owner.gan import CGANConfig
     from data_owner.pipeline import OwnerTrainConfig, TeacherSettings, run_pipeline, teacher_preset
+    from data_owner.teacher import Pretraining
 
     settings = _settings(artifacts_dir=artifacts, data_dir=data_dir)
     cgan_fields = _json_option(cgan_json, "cgan-json")
@@ -238,12 +248,16 @@ def train(
         cgan = CGANConfig(**{"epochs": cgan_epochs, **cgan_fields})
         teacher = None
         if teacher_fields:
-            unknown = sorted(set(teacher_fields) - {"model", "lr"})
+            unknown = sorted(set(teacher_fields) - {"model", "lr", "pretrain"})
             if unknown:
-                raise ValueError(f"--teacher-json takes the keys 'model' and 'lr', not {unknown}")
+                raise ValueError(f"--teacher-json takes the keys 'model', 'lr' and 'pretrain', not {unknown}")
             preset = teacher_preset(dataset, model.value)
+            pretrain = preset.pretrain
+            if "pretrain" in teacher_fields:  # null turns it off; an object sets data_owner.teacher.Pretraining
+                fields = teacher_fields["pretrain"]
+                pretrain = None if fields is None else Pretraining(**fields)
             teacher = TeacherSettings(model.value, dict(teacher_fields.get("model", preset.model)),
-                                      float(teacher_fields.get("lr", preset.lr)))
+                                      float(teacher_fields.get("lr", preset.lr)), pretrain)
         config = OwnerTrainConfig(
             dataset=dataset, family=model.value, teacher=teacher, consumer_id=consumer_id, seed=seed,
             list_length=list_length, include_observed=include_observed, rr_epsilon=rr_epsilon,

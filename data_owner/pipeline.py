@@ -46,7 +46,14 @@ from data_owner.gan import CGANConfig, GeneratedLists, Generator, generated_list
 from data_owner.keys import CONSUMER_PATTERN
 from data_owner.privacy.controls import flip_probability, randomized_response_seed, randomized_split
 from data_owner.settings import ArtifactLayout, secret_fingerprint
-from data_owner.teacher import DEFAULT_KS, continue_on_generated, test_result, train_base_model, validation_result
+from data_owner.teacher import (
+    DEFAULT_KS,
+    Pretraining,
+    continue_on_generated,
+    test_result,
+    train_base_model,
+    validation_result,
+)
 from shared.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from shared.device import resolve_device
 from shared.evaluation import evaluate
@@ -69,26 +76,26 @@ STAGE_FILE = "stage.json"
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    """The teacher's architecture (keyword arguments of the model class), learning rate, and for NeuMF whether its
-    GMF and MLP branches are trained alone first (NCF pre-training, `train_base_model(pretrain=True)`)."""
+    """The teacher's architecture (keyword arguments of the model class), learning rate, and for NeuMF optionally
+    the NCF pre-training of its branches (`data_owner.teacher.Pretraining`; None = off)."""
 
     family: str
     model: dict[str, Any]
     lr: float
-    pretrain: bool = False
+    pretrain: Pretraining | None = None
 
     def __post_init__(self) -> None:
         if self.family not in ("bpr", "neumf"):
             raise ValueError(f"teacher family must be 'bpr' or 'neumf', got {self.family!r}")
         if not self.lr > 0:
             raise ValueError(f"teacher lr must be positive, got {self.lr}")
-        if self.pretrain and self.family != "neumf":
+        if self.pretrain is not None and self.family != "neumf":
             raise ValueError(f"pre-training is defined for NeuMF only, not {self.family!r}")
 
     def key_payload(self) -> dict[str, Any]:
         """What a stage key records of the teacher (`pretrain` only when on, so older keys stay valid)."""
         payload = asdict(self)
-        if not self.pretrain:
+        if self.pretrain is None:
             del payload["pretrain"]
         return payload
 
@@ -100,9 +107,11 @@ TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
     ("foursquare", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
     ("ml-100k", "neumf"): TeacherSettings("neumf", {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-4},
                                           2e-3),
-    # a narrow MLP tower: on 25k-item catalogs full-ranking NeuMF costs one tower pass per (user, item) pair
+    # a narrow MLP tower: on 25k-item catalogs full-ranking NeuMF costs one tower pass per (user, item) pair;
+    # NCF pre-training lifted test HR@50 from 0.097 to 0.118 (README "Measured so far")
     ("citeulike-t", "neumf"): TeacherSettings(
-        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-4}, 2e-3),
+        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-3}, 2e-3,
+        Pretraining(mlp_reg=1e-4, finetune_lr=5e-4)),
     ("foursquare", "neumf"): TeacherSettings(
         "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-4}, 2e-3),
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,29 @@ class TeacherRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """NCF pre-training of a NeuMF teacher (He et al., WWW 2017, section 3.4.1): its GMF and MLP branches are
+    trained alone first (each selected on validation), NeuMF starts from their weights with the output layer
+    [alpha * w_GMF ; (1 - alpha) * w_MLP], then trains on. The regularisation of each branch and the learning rate
+    of the joint phase may differ from the teacher's (None: the teacher's own)."""
+
+    alpha: float = 0.5
+    gmf_reg: float | None = None
+    mlp_reg: float | None = None
+    finetune_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"pre-training alpha must lie in [0, 1], got {self.alpha}")
+        for name in ("gmf_reg", "mlp_reg"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"pre-training {name} must be non-negative, got {value}")
+        if self.finetune_lr is not None and not self.finetune_lr > 0:
+            raise ValueError(f"pre-training finetune_lr must be positive, got {self.finetune_lr}")
+
+
 def train_base_model(
     split: LeaveOneOutSplit,
     family: str,
@@ -62,28 +85,31 @@ def train_base_model(
     batch_size: int = 1000,
     device: torch.device | str = "cpu",
     ks: Sequence[int] = DEFAULT_KS,
-    pretrain: bool = False,
+    pretrain: Pretraining | None = None,
 ) -> TeacherRun:
     """Train a BPR/NeuMF model on the raw training pairs, select the epoch on validation, report test.
 
-    `pretrain` (NeuMF only; the NCF paper's section 3.4.1): train its GMF and MLP branches alone first, each with
-    `train_config` and its own early stopping, start NeuMF from them (`NeuMF.from_pretrained`, alpha 0.5) and then
-    train it as usual. The branches' validation/test metrics are kept in `extra`."""
+    `pretrain` (NeuMF only, see `Pretraining`): the GMF and MLP branches are trained alone first with
+    `train_config` and their own early stopping, then NeuMF from them. The branches' metrics are kept in `extra`."""
     extra: dict[str, Any] = {}
-    if pretrain:
+    if pretrain is not None:
         if family != "neumf":
             raise ValueError(f"pre-training is defined for NeuMF only, not {family!r}")
         config = dict(model_config)
         reg = config.get("reg", 1e-5)
         branches = {
-            "gmf": {"dim": config.get("dim_gmf", 32), "reg": reg},
-            "mlp": {"dim": config.get("dim_mlp", 32), "hidden": list(config.get("hidden", (32, 16))), "reg": reg},
+            "gmf": {"dim": config.get("dim_gmf", 32), "reg": reg if pretrain.gmf_reg is None else pretrain.gmf_reg},
+            "mlp": {"dim": config.get("dim_mlp", 32), "hidden": list(config.get("hidden", (32, 16))),
+                    "reg": reg if pretrain.mlp_reg is None else pretrain.mlp_reg},
         }
         runs = {name: train_base_model(split, name, cfg, train_config, batch_size, device, ks)
                 for name, cfg in branches.items()}
-        extra["pretrain"] = {name: {"valid": run.valid, "test": run.test, "best_epoch": run.train.best_epoch,
-                                    "seconds": run.train.seconds} for name, run in runs.items()}
-        model = NeuMF.from_pretrained(runs["gmf"].model, runs["mlp"].model, alpha=0.5, reg=reg).to(device)
+        extra["pretrain"] = {name: {"config": branches[name], "valid": run.valid, "test": run.test,
+                                    "best_epoch": run.train.best_epoch, "seconds": run.train.seconds}
+                             for name, run in runs.items()}
+        model = NeuMF.from_pretrained(runs["gmf"].model, runs["mlp"].model, alpha=pretrain.alpha, reg=reg).to(device)
+        if pretrain.finetune_lr is not None:
+            train_config = replace(train_config, lr=pretrain.finetune_lr)
     else:
         torch.manual_seed(train_config.seed)
         model = build_model(family, split.n_users, split.n_items, **model_config).to(device)

@@ -173,7 +173,7 @@ def train_kd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: 
     torch.manual_seed(config.seed)
     run = train_base_model(train_split, config.family, preset["model"],
                            _train_config(config, config.teacher_epochs, preset["lr"]),
-                           batch_size=config.batch_size, device=device, pretrain=bool(preset.get("pretrain")))
+                           batch_size=config.batch_size, device=device, pretrain=preset.get("pretrain"))
     return _as_stage(run, split, train_split, device)
 
 

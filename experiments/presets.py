@@ -9,8 +9,8 @@ from data_owner.pipeline import teacher_preset as owner_teacher_preset
 
 
 def teacher_preset(dataset: str, family: str) -> dict[str, Any]:
-    """{"model": architecture kwargs, "lr": learning rate, "pretrain": NeuMF pre-training} for a dataset name (or
-    the family default)."""
+    """{"model": architecture kwargs, "lr": learning rate, "pretrain": NeuMF pre-training (a
+    data_owner.teacher.Pretraining, or None)} for a dataset name (or the family default)."""
     settings = owner_teacher_preset(dataset, family)
     return {"model": dict(settings.model), "lr": settings.lr, "pretrain": settings.pretrain}
 

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from shared.interactions import ItemSets
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The tests' tensors are tiny: one intra-op thread avoids OpenMP spin-waiting, which made single tests take minutes
+# when the 2-core machine was also running other jobs (the services started by e2e tests set their own threads).
+torch.set_num_threads(1)
 
 
 def real_data_dir() -> Path | None:

@@ -1,4 +1,5 @@
-"""Pure recommender modules (BPR, NeuMF and its GMF / MLP branches) behind one scorer contract, and the sizing helper for students."""
+"""Pure recommender modules (BPR, NeuMF and its GMF / MLP branches) behind one scorer contract, and the sizing
+helper for students."""
 
 from shared.models.base import PairBatch, Recommender
 from shared.models.bpr import BPR

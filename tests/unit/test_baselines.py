@@ -38,15 +38,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (20x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def board_split(n_users: int = 40, n_items: int = 20) -> LeaveOneOutSplit:
     train, valid, test = checkerboard(n_users=n_users, n_items=n_items)
     return LeaveOneOutSplit(train=train, valid_item=valid, test_item=test, user_ids=np.arange(n_users),

@@ -5,7 +5,7 @@ import pytest
 
 from data_owner.data import leave_one_out_split
 from data_owner.data.table import InteractionTable
-from data_owner.teacher import train_base_model
+from data_owner.teacher import Pretraining, train_base_model
 from shared.models import NeuMF
 from shared.training import TrainConfig
 from tests.conftest import checkerboard
@@ -31,9 +31,12 @@ NEUMF = {"dim_gmf": 8, "dim_mlp": 8, "hidden": [16, 8], "reg": 1e-5}
 
 def test_pretrained_neumf_learns_the_checkerboard_and_reports_its_branches():
     split = board_split()
-    run = train_base_model(split, "neumf", NEUMF, CONFIG, batch_size=64, pretrain=True)
+    run = train_base_model(split, "neumf", NEUMF, CONFIG, batch_size=64,
+                           pretrain=Pretraining(mlp_reg=1e-4, finetune_lr=0.01))
     assert isinstance(run.model, NeuMF)
     assert set(run.extra["pretrain"]) == {"gmf", "mlp"}
+    branches = run.extra["pretrain"]
+    assert branches["mlp"]["config"]["reg"] == 1e-4 and branches["gmf"]["config"]["reg"] == 1e-5
     for branch in run.extra["pretrain"].values():
         assert branch["valid"]["HR@5"] >= 0.8  # random: 5 of the 12 candidates, 0.42
     # the 2 held-out items are the only candidates of the user's half: a model that learnt it ranks them top-2
@@ -42,4 +45,6 @@ def test_pretrained_neumf_learns_the_checkerboard_and_reports_its_branches():
 
 def test_pretraining_is_refused_for_bpr():
     with pytest.raises(ValueError, match="NeuMF only"):
-        train_base_model(board_split(), "bpr", {"dim": 4}, CONFIG, pretrain=True)
+        train_base_model(board_split(), "bpr", {"dim": 4}, CONFIG, pretrain=Pretraining())
+    with pytest.raises(ValueError, match="alpha"):
+        Pretraining(alpha=2.0)
