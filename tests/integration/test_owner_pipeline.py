@@ -146,8 +146,11 @@ def test_train_reports_bad_options_without_a_traceback(environment):
     for args, message in [
         (["--dataset", "nowhere.dat"], "unknown dataset"),
         (["--dataset", "users.dat", "--cgan-json", "{bad"], "--cgan-json is not valid JSON"),
-        (["--dataset", "users.dat", "--teacher-json", '{"dim": 3}'], "takes the keys 'model' and 'lr'"),
+        (["--dataset", "users.dat", "--teacher-json", '{"dim": 3}'], "takes the keys 'model', 'lr' and 'pretrain'"),
         (["--dataset", "users.dat", "--consumer-id", "a b"], "consumer id"),
+        (["--dataset", "users.dat", "--model", "neumf", "--teacher-json", '{"pretrain": {"beta": 1}}'],
+         "unexpected keyword argument 'beta'"),
+        (["--dataset", "users.dat", "--teacher-json", '{"pretrain": {}}'], "pre-training is defined for NeuMF only"),
     ]:
         result = CliRunner().invoke(app, ["train", *args])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, args
