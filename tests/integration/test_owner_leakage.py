@@ -5,7 +5,6 @@ That another epsilon gives other stage keys is pinned in tests/unit/test_privacy
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -20,20 +19,13 @@ from data_owner.privacy import randomized_response_seed, randomized_split
 from data_owner.privacy.leakage import EXPORT_ROW, HISTORY_ROW, POPULARITY_ROW
 from data_owner.settings import ArtifactLayout, OwnerSettings
 from shared.schemas import ExportBundle
-from tests.conftest import write_users_dat
-from tests.integration.test_owner_pipeline import SECRET, TINY
+from tests.integration.test_owner_pipeline import SECRET, TINY, owner_environment
 
 
 @pytest.fixture(scope="module")
 def environment(tmp_path_factory):
     root = tmp_path_factory.mktemp("leakage")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("GDREC_OWNER_"):
-                mp.delenv(name)
-        mp.setenv("GDREC_OWNER_SECRET", SECRET)
-        mp.chdir(root)
-        write_users_dat(root / "users.dat")
+    with owner_environment(root):
         yield root
 
 

@@ -39,17 +39,26 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def environment(tmp_path_factory):
-    root = tmp_path_factory.mktemp("owner")
+@contextmanager
+def owner_environment(root, **settings: str):
+    """Work in `root` (a tiny users.dat written there) with only this test's GDREC_OWNER_* variables set: the
+    secret, plus `settings` (e.g. ARTIFACTS_DIR=...)."""
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith("GDREC_OWNER_"):
                 mp.delenv(name)
         mp.setenv("GDREC_OWNER_SECRET", SECRET)
-        mp.setenv("GDREC_OWNER_ARTIFACTS_DIR", str(root / "artifacts"))
+        for name, value in settings.items():
+            mp.setenv(f"GDREC_OWNER_{name}", value)
         mp.chdir(root)
         write_users_dat(root / "users.dat")
+        yield root
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("owner")
+    with owner_environment(root, ARTIFACTS_DIR=str(root / "artifacts")):
         yield root
 
 
