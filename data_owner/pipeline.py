@@ -222,7 +222,7 @@ def stage_keys(config: OwnerTrainConfig, data: str, secret_fp: str) -> dict[str,
     teacher = config.teacher_settings.key_payload()
     schedule = {"patience": config.patience, "eval_every": config.eval_every, "seed": config.seed,
                 "batch_size": config.batch_size}
-    cgan = {k: v for k, v in asdict(replace(config.cgan, seed=config.seed)).items() if k != "progress"}
+    cgan = replace(config.cgan, seed=config.seed).identity()
     # the randomized matrix depends on epsilon, the secret (its seed) and the seed; absent when off, so that the
     # keys of runs without randomized response stay what they were
     rr = {} if config.rr_epsilon is None else {"rr_epsilon": config.rr_epsilon, "rr_secret": secret_fp}

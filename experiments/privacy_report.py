@@ -409,7 +409,7 @@ def render_markdown(summaries: Sequence[SettingSummary], base: ChainConfig, seed
     rows = [r for s in summaries for r in s.rows]
     fpr = rows[0]["leakage"]["max_fpr"] if rows else 0.01
     dataset = base.dataset
-    cgan = {k: v for k, v in asdict(base.cgan).items() if k not in ("seed", "progress")}
+    cgan = {k: v for k, v in base.cgan.identity().items() if k != "seed"}
     lines = [
         f"# Privacy-utility report: {dataset}, {base.family.upper()}", "",
         "What a consumer receives under each privacy setting, measured against the owner's true training "

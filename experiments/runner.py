@@ -190,7 +190,7 @@ def teacher_settings_payload(config: ChainConfig) -> dict[str, Any]:
 
 
 def lists_settings_payload(config: ChainConfig) -> dict[str, Any]:
-    cgan = {k: v for k, v in asdict(config.cgan).items() if k not in ("seed", "progress")}
+    cgan = {k: v for k, v in config.cgan.identity().items() if k != "seed"}
     return {"dataset": dataset_identity(config.dataset), "seed": config.seed, "cgan": cgan,
             "list_length": config.list_length, "include_observed": config.include_observed,
             "rr_epsilon": config.rr_epsilon}

@@ -7,6 +7,16 @@ step). Losses (ALGORITHMS.md section 1):
     L_G = -log D(GF_u * (E_u + K_u) | C_u) + alpha * sum_{j in K_u} GF_uj^2      (non-saturating G loss)
 Every layer that reads an n-wide binary vector (C_u, and the real x = C_u) is an embedding-bag sum over the
 user's items, so its cost grows with the user's history, not with the catalog; only the masked fake is dense.
+
+K_u sampling (`mask_sampling`):
+    "per_user"  (the paper): every (user, non-interacted item) pair joins K_u independently with probability rho;
+                G's output and D's fake input are computed over the whole catalog.
+    "per_batch" (ours, for speed on large catalogs): one column sample S (each item with probability rho) per
+                mini-batch, K_u = S minus the user's items. Each pair still joins K_u with probability rho, but
+                the users of a batch share their draws; in exchange G's output layer and D's fake input are
+                computed only over S and the batch's own items (about rho of the catalog plus the batch's
+                history), which is exactly the dense computation restricted to the columns where E_u + K_u can
+                be non-zero.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
 }
 
+_MASK_SAMPLING = ("per_user", "per_batch")
+
 
 @dataclass(frozen=True)
 class CGANConfig:
@@ -43,6 +55,7 @@ class CGANConfig:
     noise_dim: int = 32  # 0 = no noise input (plain CFGAN)
     activation: str = "sigmoid"
     mask_ratio: float = 0.3  # rho: share of non-interacted items in K_u
+    mask_sampling: str = "per_user"  # "per_user" (paper) or "per_batch" (shared column sample; see module doc)
     alpha: float = 0.03  # weight of the zero-reconstruction term
     lr_g: float = 1e-4
     lr_d: float = 1e-4
@@ -60,6 +73,8 @@ class CGANConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.mask_ratio <= 1:
             raise ValueError(f"mask_ratio must lie in [0, 1], got {self.mask_ratio}")
+        if self.mask_sampling not in _MASK_SAMPLING:
+            raise ValueError(f"mask_sampling must be one of {_MASK_SAMPLING}, got {self.mask_sampling!r}")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
         if min(self.hidden_g + self.hidden_d) <= 0 or self.noise_dim < 0:
@@ -69,6 +84,14 @@ class CGANConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def identity(self) -> dict:
+        """The fields that decide what the CGAN learns (not `progress`), for cache and result keys; a switch at
+        its default is left out, so keys made before the switch existed stay valid."""
+        fields = {k: v for k, v in asdict(self).items() if k != "progress"}
+        if fields["mask_sampling"] == "per_user":
+            del fields["mask_sampling"]
+        return fields
 
 
 class _SparseInputMLP(nn.Module):
@@ -86,14 +109,18 @@ class _SparseInputMLP(nn.Module):
         bound = 1.0 / np.sqrt(n_items)
         nn.init.uniform_(self.bag.weight, -bound, bound)
 
-    def forward(self, items: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None,
+                columns: torch.Tensor | None = None) -> torch.Tensor:
+        """Output units `columns` only (all when None): the rows of the output layer that are needed."""
         h = self.bag(items, offsets) + self.bias
         if self.extra is not None and extra is not None:
             h = h + self.extra(extra)
         h = self.act(h)
         for layer in self.layers:
             h = self.act(layer(h))
-        return self.out(h)
+        if columns is None:
+            return self.out(h)
+        return F.linear(h, self.out.weight[columns], self.out.bias[columns])
 
 
 class Generator(nn.Module):
@@ -104,12 +131,15 @@ class Generator(nn.Module):
         self.n_items, self.noise_dim = n_items, noise_dim
         self.net = _SparseInputMLP(n_items, noise_dim, tuple(hidden), n_items, activation)
 
-    def forward(self, items: torch.Tensor, offsets: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return torch.sigmoid(self.net(items, offsets, noise))
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor, noise: torch.Tensor | None,
+                columns: torch.Tensor | None = None) -> torch.Tensor:
+        """GF_u over all items, or over the item ids `columns` only ([B, len(columns)])."""
+        return torch.sigmoid(self.net(items, offsets, noise, columns))
 
 
 class Discriminator(nn.Module):
-    """D(x | C_u) -> logit [B]. x is dense [B, n] (the masked fake) or, for the real sample x = C_u, None."""
+    """D(x | C_u) -> logit [B]. x is dense [B, n] (the masked fake), or [B, len(columns)] when x is zero outside
+    the item ids `columns`, or, for the real sample x = C_u, None."""
 
     def __init__(self, n_items: int, hidden: tuple[int, ...] = (125,), activation: str = "sigmoid"):
         super().__init__()
@@ -117,11 +147,15 @@ class Discriminator(nn.Module):
         self.x_weight = nn.Parameter(torch.empty(n_items, hidden[0]))  # the x half of the first layer
         nn.init.uniform_(self.x_weight, -1.0 / np.sqrt(n_items), 1.0 / np.sqrt(n_items))
 
-    def forward(self, items: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor | None,
+                columns: torch.Tensor | None = None) -> torch.Tensor:
         net = self.condition
         h = net.bag(items, offsets) + net.bias
-        # x = C_u is the same bag of items; a dense x goes through the matmul
-        h = h + (F.embedding_bag(items, self.x_weight, offsets, mode="sum") if x is None else x @ self.x_weight)
+        # x = C_u is the same bag of items; a dense x goes through the matmul (over its columns only)
+        if x is None:
+            h = h + F.embedding_bag(items, self.x_weight, offsets, mode="sum")
+        else:
+            h = h + x @ (self.x_weight if columns is None else self.x_weight[columns])
         h = net.act(h)
         for layer in net.layers:
             h = net.act(layer(h))
@@ -147,6 +181,35 @@ def sample_negative_mask(purchased: torch.Tensor, ratio: float, generator: torch
     """K_u: each non-interacted item (purchased == 0) joins with probability `ratio`. [B, n] float 0/1."""
     draw = torch.rand(purchased.shape, generator=generator, device=purchased.device)
     return ((draw < ratio) & (purchased == 0)).float()
+
+
+@dataclass
+class _Batch:
+    """One mini-batch's inputs: the users' item bags, E_u and K_u over `columns` (None = the whole catalog)."""
+
+    items: torch.Tensor
+    offsets: torch.Tensor
+    purchased: torch.Tensor
+    negatives: torch.Tensor
+    columns: torch.Tensor | None
+
+
+def _batch(train: ItemSets, users: np.ndarray, config: CGANConfig, generator: torch.Generator,
+           device: torch.device) -> _Batch:
+    items, offsets = _bags(train, users, device)
+    if config.mask_sampling == "per_user":
+        purchased = _dense(train, users, device)
+        return _Batch(items, offsets, purchased, sample_negative_mask(purchased, config.mask_ratio, generator), None)
+    sampled = torch.rand(train.n_items, generator=generator, device=device) < config.mask_ratio
+    in_batch = torch.zeros(train.n_items, dtype=torch.bool, device=device)
+    in_batch[items] = True
+    columns = torch.nonzero(sampled | in_batch).squeeze(1)  # sorted item ids
+    rows, row_items = train.gather(users)
+    purchased = torch.zeros(users.size, columns.numel(), device=device)
+    position = torch.searchsorted(columns, torch.as_tensor(row_items, device=device))
+    purchased[torch.as_tensor(rows, device=device), position] = 1.0
+    negatives = (sampled[columns].unsqueeze(0) & (purchased == 0)).float()
+    return _Batch(items, offsets, purchased, negatives, columns)
 
 
 @dataclass
@@ -195,14 +258,13 @@ def train_cgan(
         G.train()
         D.train()
         for _ in range(config.d_steps):
-            for batch in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
-                items, offsets = _bags(train, batch, device)
-                purchased = _dense(train, batch, device)
+            for users in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
+                noise = _noise(users.size, config.noise_dim, gen_rng, device)  # drawn before the mask, as ever
+                b = _batch(train, users, config, gen_rng, device)
                 with torch.no_grad():
-                    fake = G(items, offsets, _noise(batch.size, config.noise_dim, gen_rng, device))
-                    mask = purchased + sample_negative_mask(purchased, config.mask_ratio, gen_rng)
-                real_logit = D(items, offsets, None)
-                fake_logit = D(items, offsets, fake * mask)
+                    fake = G(b.items, b.offsets, noise, b.columns)
+                real_logit = D(b.items, b.offsets, None)
+                fake_logit = D(b.items, b.offsets, fake * (b.purchased + b.negatives), b.columns)
                 loss_d = F.binary_cross_entropy_with_logits(
                     real_logit, torch.ones_like(real_logit)
                 ) + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
@@ -211,14 +273,12 @@ def train_cgan(
                 opt_d.step()
                 d_total, d_count = d_total + loss_d.item(), d_count + 1
         for _ in range(config.g_steps):
-            for batch in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
-                items, offsets = _bags(train, batch, device)
-                purchased = _dense(train, batch, device)
-                negatives = sample_negative_mask(purchased, config.mask_ratio, gen_rng)
-                fake = G(items, offsets, _noise(batch.size, config.noise_dim, gen_rng, device))
-                fake_logit = D(items, offsets, fake * (purchased + negatives))
+            for users in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
+                b = _batch(train, users, config, gen_rng, device)
+                fake = G(b.items, b.offsets, _noise(users.size, config.noise_dim, gen_rng, device), b.columns)
+                fake_logit = D(b.items, b.offsets, fake * (b.purchased + b.negatives), b.columns)
                 adversarial = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
-                zero_reconstruction = (fake.pow(2) * negatives).sum(1).mean()
+                zero_reconstruction = (fake.pow(2) * b.negatives).sum(1).mean()
                 loss_g = adversarial + config.alpha * zero_reconstruction
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()

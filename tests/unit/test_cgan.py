@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from data_owner.gan import CGANConfig, Discriminator, Generator, generated_lists, train_cgan
-from data_owner.gan.cgan import _bags, _dense, sample_negative_mask
+from data_owner.gan.cgan import _bags, _batch, _dense, sample_negative_mask
 from shared.interactions import ItemSets
 from tests.conftest import checkerboard
 
@@ -34,10 +34,41 @@ def test_the_sparse_input_layer_equals_a_dense_matmul():
     torch.testing.assert_close(D(items, offsets, None), D(items, offsets, dense))
 
 
-def test_both_players_receive_gradients_and_change():
+def test_column_outputs_equal_the_dense_computation_restricted_to_those_columns():
+    train = ItemSets.from_lists([[0, 3], [1], [2, 3, 4]], 7)
+    users = np.arange(3)
+    items, offsets = _bags(train, users, torch.device("cpu"))
+    G, D = Generator(7, hidden=(5,), noise_dim=2), Discriminator(7, hidden=(4,))
+    noise = torch.randn(3, 2)
+    columns = torch.tensor([1, 3, 4, 6])
+    torch.testing.assert_close(G(items, offsets, noise, columns), G(items, offsets, noise)[:, columns])
+    x = torch.rand(3, 4)
+    padded = torch.zeros(3, 7)
+    padded[:, columns] = x
+    torch.testing.assert_close(D(items, offsets, x, columns), D(items, offsets, padded))
+
+
+def test_per_batch_masks_cover_the_history_and_keep_the_ratio():
+    rng = np.random.default_rng(0)
+    train = ItemSets.from_lists([sorted(rng.choice(2000, 40, replace=False)) for _ in range(30)], 2000)
+    users = np.arange(30)
+    config = CGANConfig(mask_sampling="per_batch", mask_ratio=0.3)
+    b = _batch(train, users, config, torch.Generator().manual_seed(0), torch.device("cpu"))
+    dense = _dense(train, users, torch.device("cpu"))
+    assert b.columns is not None and torch.all(b.columns[1:] > b.columns[:-1])
+    torch.testing.assert_close(b.purchased, dense[:, b.columns])  # every history item is a column
+    assert b.purchased.sum() == dense.sum()
+    assert (b.negatives * b.purchased).sum() == 0  # K_u never holds one of u's items
+    share = b.negatives.sum() / (train.n_items * 30 - dense.sum())
+    assert share.item() == pytest.approx(0.3, abs=0.03)  # each non-interacted pair joins with probability rho
+    assert b.columns.numel() < 0.3 * train.n_items + 30 * 40  # only the sample and the batch's history
+
+
+@pytest.mark.parametrize("mask_sampling", ["per_user", "per_batch"])
+def test_both_players_receive_gradients_and_change(mask_sampling):
     """Regression for the PyTorch CFGAN port whose adversarial loss was computed on detached numpy arrays."""
     train, _, _ = checkerboard(n_users=16, n_items=12)
-    result = train_cgan(train, CGANConfig(epochs=2, seed=0, **TINY))
+    result = train_cgan(train, CGANConfig(epochs=2, seed=0, mask_sampling=mask_sampling, **TINY))
     torch.manual_seed(0)  # the same initialisation as inside train_cgan
     g_init, d_init = Generator(12, (32,), 4), Discriminator(12, (16,))
     for trained, initial in ((result.generator, g_init), (result.discriminator, d_init)):
@@ -57,11 +88,12 @@ def test_adversarial_loss_reaches_the_generator():
     assert D.x_weight.grad is not None and D.x_weight.grad.abs().sum() > 0
 
 
-def test_generator_learns_the_checkerboard():
+@pytest.mark.parametrize("mask_sampling", ["per_user", "per_batch"])
+def test_generator_learns_the_checkerboard(mask_sampling):
     """Outside the user's history, the generator's top-2 must come from the user's own half (chance: 0.5)."""
     train, _, _ = checkerboard(n_users=40, n_items=20)
     config = CGANConfig(epochs=60, lr_g=1e-2, lr_d=1e-3, alpha=0.1, eval_every=1000, patience=0, seed=1,
-                        **{**TINY, "g_steps": 2, "batch_size": 10})
+                        mask_sampling=mask_sampling, **{**TINY, "g_steps": 2, "batch_size": 10})
     result = train_cgan(train, config)
     lists = generated_lists(result.generator, train, length=2, include_observed=False)
     own_half = np.array([(lists.items[u] < 10) == (u % 2 == 0) for u in range(40)])
@@ -86,3 +118,11 @@ def test_config_is_validated():
         CGANConfig(mask_ratio=1.5)
     with pytest.raises(ValueError, match="activation"):
         CGANConfig(activation="swish")
+    with pytest.raises(ValueError, match="mask_sampling"):
+        CGANConfig(mask_sampling="per_item")
+
+
+def test_identity_leaves_out_progress_and_the_default_mask_sampling():
+    assert "progress" not in CGANConfig().identity()
+    assert "mask_sampling" not in CGANConfig().identity()  # keys made before the switch stay valid
+    assert CGANConfig(mask_sampling="per_batch").identity()["mask_sampling"] == "per_batch"
