@@ -53,6 +53,7 @@ class CGANConfig:
     hidden_g: tuple[int, ...] = (400,)
     hidden_d: tuple[int, ...] = (125,)
     noise_dim: int = 32  # 0 = no noise input (plain CFGAN)
+    input_dropout: float = 0.0  # share of C_u hidden from G's input per training step (ours; 0 = the paper)
     activation: str = "sigmoid"
     mask_ratio: float = 0.3  # rho: share of non-interacted items in K_u
     mask_sampling: str = "per_user"  # "per_user" (paper) or "per_batch" (shared column sample; see module doc)
@@ -71,6 +72,8 @@ class CGANConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if not 0 <= self.input_dropout < 1:
+            raise ValueError(f"input_dropout must lie in [0, 1), got {self.input_dropout}")
         if not 0 <= self.mask_ratio <= 1:
             raise ValueError(f"mask_ratio must lie in [0, 1], got {self.mask_ratio}")
         if self.mask_sampling not in _MASK_SAMPLING:
@@ -91,6 +94,8 @@ class CGANConfig:
         fields = {k: v for k, v in asdict(self).items() if k != "progress"}
         if fields["mask_sampling"] == "per_user":
             del fields["mask_sampling"]
+        if fields["input_dropout"] == 0:
+            del fields["input_dropout"]
         return fields
 
 
@@ -110,9 +115,10 @@ class _SparseInputMLP(nn.Module):
         nn.init.uniform_(self.bag.weight, -bound, bound)
 
     def forward(self, items: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None,
-                columns: torch.Tensor | None = None) -> torch.Tensor:
-        """Output units `columns` only (all when None): the rows of the output layer that are needed."""
-        h = self.bag(items, offsets) + self.bias
+                columns: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Output units `columns` only (all when None): the rows of the output layer that are needed. `weights`
+        scale each bag entry (None: every item counts 1)."""
+        h = self.bag(items, offsets, per_sample_weights=weights) + self.bias
         if self.extra is not None and extra is not None:
             h = h + self.extra(extra)
         h = self.act(h)
@@ -132,9 +138,9 @@ class Generator(nn.Module):
         self.net = _SparseInputMLP(n_items, noise_dim, tuple(hidden), n_items, activation)
 
     def forward(self, items: torch.Tensor, offsets: torch.Tensor, noise: torch.Tensor | None,
-                columns: torch.Tensor | None = None) -> torch.Tensor:
+                columns: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
         """GF_u over all items, or over the item ids `columns` only ([B, len(columns)])."""
-        return torch.sigmoid(self.net(items, offsets, noise, columns))
+        return torch.sigmoid(self.net(items, offsets, noise, columns, weights))
 
 
 class Discriminator(nn.Module):
@@ -185,18 +191,46 @@ def sample_negative_mask(purchased: torch.Tensor, ratio: float, generator: torch
 
 @dataclass
 class _Batch:
-    """One mini-batch's inputs: the users' item bags, E_u and K_u over `columns` (None = the whole catalog)."""
+    """One mini-batch's inputs: the users' item bags (D's condition), E_u and K_u over `columns` (None = the
+    whole catalog), and G's input bags (the same bags, or with `input_dropout` a corrupted copy)."""
 
     items: torch.Tensor
     offsets: torch.Tensor
     purchased: torch.Tensor
     negatives: torch.Tensor
     columns: torch.Tensor | None
+    g_input: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (items, offsets, weights)
+
+    def generate(self, G: Generator, noise: torch.Tensor | None) -> torch.Tensor:
+        items, offsets, weights = self.g_input or (self.items, self.offsets, None)
+        return G(items, offsets, noise, self.columns, weights)
+
+
+def drop_items(items: torch.Tensor, offsets: torch.Tensor, p: float, generator: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hide each bag entry with probability p; the kept ones weigh 1 / (1 - p) (inverted dropout, so the full
+    bag G sees when generating has the same expected sum). Returns (items, offsets, weights)."""
+    keep = torch.rand(items.shape, generator=generator, device=items.device) >= p
+    bag_of = torch.bucketize(torch.arange(items.numel(), device=items.device), offsets, right=True) - 1
+    kept_per_bag = torch.zeros(offsets.numel(), dtype=torch.int64, device=items.device)
+    kept_per_bag.index_add_(0, bag_of[keep], torch.ones_like(bag_of[keep]))
+    new_offsets = torch.zeros_like(offsets)
+    new_offsets[1:] = torch.cumsum(kept_per_bag, 0)[:-1]
+    kept = items[keep]
+    return kept, new_offsets, torch.full(kept.shape, 1.0 / (1.0 - p), device=items.device)
 
 
 def _batch(train: ItemSets, users: np.ndarray, config: CGANConfig, generator: torch.Generator,
            device: torch.device) -> _Batch:
     items, offsets = _bags(train, users, device)
+    batch = _sampled_masks(train, users, items, offsets, config, generator, device)
+    if config.input_dropout > 0:
+        batch.g_input = drop_items(items, offsets, config.input_dropout, generator)
+    return batch
+
+
+def _sampled_masks(train: ItemSets, users: np.ndarray, items: torch.Tensor, offsets: torch.Tensor,
+                   config: CGANConfig, generator: torch.Generator, device: torch.device) -> _Batch:
     if config.mask_sampling == "per_user":
         purchased = _dense(train, users, device)
         return _Batch(items, offsets, purchased, sample_negative_mask(purchased, config.mask_ratio, generator), None)
@@ -264,7 +298,7 @@ def train_cgan(
                 noise = _noise(users.size, config.noise_dim, gen_rng, device)  # drawn before the mask, as ever
                 b = _batch(train, users, config, gen_rng, device)
                 with torch.no_grad():
-                    fake = G(b.items, b.offsets, noise, b.columns)
+                    fake = b.generate(G, noise)
                 real_logit = D(b.items, b.offsets, None)
                 fake_logit = D(b.items, b.offsets, fake * (b.purchased + b.negatives), b.columns)
                 loss_d = F.binary_cross_entropy_with_logits(
@@ -277,7 +311,7 @@ def train_cgan(
         for _ in range(config.g_steps):
             for users in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
                 b = _batch(train, users, config, gen_rng, device)
-                fake = G(b.items, b.offsets, _noise(users.size, config.noise_dim, gen_rng, device), b.columns)
+                fake = b.generate(G, _noise(users.size, config.noise_dim, gen_rng, device))
                 fake_logit = D(b.items, b.offsets, fake * (b.purchased + b.negatives), b.columns)
                 adversarial = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
                 zero_reconstruction = (fake.pow(2) * b.negatives).sum(1).mean()

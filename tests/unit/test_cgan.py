@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from data_owner.gan import CGANConfig, Discriminator, Generator, generated_lists, train_cgan
-from data_owner.gan.cgan import _bags, _batch, _dense, sample_negative_mask
+from data_owner.gan.cgan import _bags, _batch, _dense, drop_items, sample_negative_mask
 from shared.interactions import ItemSets
 from tests.conftest import checkerboard
 
@@ -64,6 +64,25 @@ def test_per_batch_masks_cover_the_history_and_keep_the_ratio():
     assert b.columns.numel() < 0.3 * train.n_items + 30 * 40  # only the sample and the batch's history
 
 
+def test_input_dropout_hides_items_within_their_own_bags():
+    train = ItemSets.from_lists([list(range(0, 400)), [], list(range(400, 1000)), [7]], 1000)
+    users = np.arange(4)
+    items, offsets = _bags(train, users, torch.device("cpu"))
+    kept, new_offsets, weights = drop_items(items, offsets, 0.25, torch.Generator().manual_seed(0))
+    bounds = [*new_offsets.tolist(), kept.numel()]
+    bags = [kept[bounds[k]:bounds[k + 1]].tolist() for k in range(4)]
+    for user, bag in enumerate(bags):
+        assert set(bag) <= set(train.row(user).tolist())  # nothing moves to another user's bag
+    assert bags[1] == []
+    assert len(bags[0]) / 400 == pytest.approx(0.75, abs=0.07) and len(bags[2]) / 600 == pytest.approx(0.75, abs=0.06)
+    torch.testing.assert_close(weights, torch.full_like(weights, 1 / 0.75))  # inverted dropout
+    config = CGANConfig(input_dropout=0.25)
+    b = _batch(train, users, config, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert b.g_input is not None and b.g_input[0].numel() < items.numel()
+    assert torch.equal(b.items, items)  # D's condition and E_u keep the whole history
+    assert b.purchased.sum() == items.numel()
+
+
 @pytest.mark.parametrize("mask_sampling", ["per_user", "per_batch"])
 def test_both_players_receive_gradients_and_change(mask_sampling):
     """Regression for the PyTorch CFGAN port whose adversarial loss was computed on detached numpy arrays."""
@@ -89,11 +108,13 @@ def test_adversarial_loss_reaches_the_generator():
 
 
 @pytest.mark.parametrize("mask_sampling", ["per_user", "per_batch"])
-def test_generator_learns_the_checkerboard(mask_sampling):
+@pytest.mark.parametrize("input_dropout", [0.0, 0.3])
+def test_generator_learns_the_checkerboard(mask_sampling, input_dropout):
     """Outside the user's history, the generator's top-2 must come from the user's own half (chance: 0.5)."""
     train, _, _ = checkerboard(n_users=40, n_items=20)
     config = CGANConfig(epochs=60, lr_g=1e-2, lr_d=1e-3, alpha=0.1, eval_every=1000, patience=0, seed=1,
-                        mask_sampling=mask_sampling, **{**TINY, "g_steps": 2, "batch_size": 10})
+                        mask_sampling=mask_sampling, input_dropout=input_dropout,
+                        **{**TINY, "g_steps": 2, "batch_size": 10})
     result = train_cgan(train, config)
     lists = generated_lists(result.generator, train, length=2, include_observed=False)
     own_half = np.array([(lists.items[u] < 10) == (u % 2 == 0) for u in range(40)])
@@ -120,9 +141,13 @@ def test_config_is_validated():
         CGANConfig(activation="swish")
     with pytest.raises(ValueError, match="mask_sampling"):
         CGANConfig(mask_sampling="per_item")
+    with pytest.raises(ValueError, match="input_dropout"):
+        CGANConfig(input_dropout=1.0)
 
 
 def test_identity_leaves_out_progress_and_the_default_mask_sampling():
     assert "progress" not in CGANConfig().identity()
     assert "mask_sampling" not in CGANConfig().identity()  # keys made before the switch stay valid
+    assert "input_dropout" not in CGANConfig().identity()
+    assert CGANConfig(input_dropout=0.5).identity()["input_dropout"] == 0.5
     assert CGANConfig(mask_sampling="per_batch").identity()["mask_sampling"] == "per_batch"
