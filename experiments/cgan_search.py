@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from data_owner.gan import CGANConfig, generator_scorer, train_cgan
-from experiments.lab import evaluate_scorer, load_split
+from experiments.lab import configure_logging, evaluate_scorer, load_split
 from experiments.runner import ResultsFile, _digest, dataset_identity, dataset_slug, machine_info
 from shared.device import resolve_device
 from shared.evaluation import evaluate
@@ -89,8 +89,7 @@ def search(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train each candidate CGAN (skipping finished ones) and print a table ranked by validation HR@50."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     base_config = parse_config(base, CGANConfig(seed=seed, progress=progress), where="--base")
     candidates = [parse_config(text, base_config) for text in tries]
     out = ResultsFile(results or Path("runs") / dataset_slug(dataset) / "cgan-search.jsonl")

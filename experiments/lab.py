@@ -292,10 +292,15 @@ def render(rows: list[Row], info: dict[str, Any], config: ChainConfig) -> str:
     return "\n".join(lines)
 
 
-@app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def configure_logging(verbose: bool) -> None:
+    """The research CLIs' logging: warnings only, or every stage's progress with -v."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    configure_logging(verbose)
 
 
 @app.command()

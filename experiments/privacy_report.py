@@ -598,8 +598,7 @@ def privacy(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run (or continue) the privacy sweep and render privacy.md and privacy.png; a rerun skips finished rows."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lab.configure_logging(verbose)
     try:
         chosen = parse_settings(settings)
         cgan_fields = json.loads(cgan_json) if cgan_json else {}
