@@ -239,13 +239,9 @@ def train(
     from data_owner.teacher import Pretraining
 
     settings = _settings(artifacts_dir=artifacts, data_dir=data_dir)
-    cgan_fields = _json_option(cgan_json, "cgan-json")
     teacher_fields = _json_option(teacher_json, "teacher-json")
     try:
-        for key in ("hidden_g", "hidden_d"):
-            if key in cgan_fields:
-                cgan_fields[key] = tuple(cgan_fields[key])
-        cgan = CGANConfig(**{"epochs": cgan_epochs, **cgan_fields})
+        cgan = CGANConfig(epochs=cgan_epochs).with_json(cgan_json)
         teacher = None
         if teacher_fields:
             unknown = sorted(set(teacher_fields) - {"model", "lr", "pretrain"})

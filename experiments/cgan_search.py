@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,26 +33,11 @@ from shared.evaluation import evaluate
 log = logging.getLogger("gdrec.cgan_search")
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
-_TUPLE_FIELDS = {f.name for f in fields(CGANConfig) if f.name.startswith("hidden_")}
-
-
-def parse_config(text: str, base: CGANConfig | None = None, where: str = "--try") -> CGANConfig:
-    """CGANConfig fields as a JSON object, over `base`; a clear error naming the option and the bad field."""
+def parse_config(text: str, base: CGANConfig, where: str = "--try") -> CGANConfig:
     try:
-        given = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"{where}: not JSON ({exc.msg} at column {exc.colno}): {text!r}") from exc
-    if not isinstance(given, dict):
-        raise typer.BadParameter(f"{where}: expected a JSON object of CGANConfig fields, got {text!r}")
-    known = {f.name for f in fields(CGANConfig)}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise typer.BadParameter(f"{where}: unknown CGANConfig field(s) {unknown}; known: {sorted(known)}")
-    given = {k: tuple(v) if k in _TUPLE_FIELDS else v for k, v in given.items()}
-    try:
-        return replace(base or CGANConfig(), **given)
-    except (TypeError, ValueError) as exc:
-        raise typer.BadParameter(f"{where}: {exc}") from exc
+        return base.with_json(text, option=where)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def candidate_key(dataset: str, config: CGANConfig) -> str:

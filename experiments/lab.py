@@ -323,14 +323,13 @@ def gd(
     )] = None,
 ) -> None:
     """Run the whole chain in-process and print the table."""
-    cgan_fields = json.loads(cgan_json) if cgan_json else {}
-    for key in ("hidden_g", "hidden_d"):
-        if key in cgan_fields:
-            cgan_fields[key] = tuple(cgan_fields[key])
+    try:
+        cgan = CGANConfig(epochs=cgan_epochs).with_json(cgan_json)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     config = ChainConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,
-                         include_observed=include_observed, temperature=temperature, lam=lam,
-                         cgan=CGANConfig(**{"epochs": cgan_epochs, **cgan_fields}), device=device,
-                         progress=progress, rr_epsilon=rr_epsilon)
+                         include_observed=include_observed, temperature=temperature, lam=lam, cgan=cgan,
+                         device=device, progress=progress, rr_epsilon=rr_epsilon)
     rows, info = run_chain(config)
     typer.echo(render(rows, info, config))
     if out is not None:

@@ -601,14 +601,10 @@ def privacy(
     lab.configure_logging(verbose)
     try:
         chosen = parse_settings(settings)
-        cgan_fields = json.loads(cgan_json) if cgan_json else {}
-        for key in ("hidden_g", "hidden_d"):
-            if key in cgan_fields:
-                cgan_fields[key] = tuple(cgan_fields[key])
         base = ChainConfig(dataset=dataset, family=model.lower(), fraction=fraction, list_length=list_length,
                            temperature=temperature, lam=lam, teacher_epochs=teacher_epochs, gd_epochs=gd_epochs,
                            student_epochs=student_epochs, patience=patience, eval_every=eval_every,
-                           cgan=CGANConfig(**{"epochs": cgan_epochs, **cgan_fields}),
+                           cgan=CGANConfig(epochs=cgan_epochs).with_json(cgan_json),
                            teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
                            device=device, progress=progress)
     except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError

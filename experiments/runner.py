@@ -683,15 +683,14 @@ def run_command(
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Run (or continue) the comparison grid; rerunning the same command skips the finished cells."""
-    cgan_fields = json.loads(cgan_json) if cgan_json else {}
-    for key in ("hidden_g", "hidden_d"):
-        if key in cgan_fields:
-            cgan_fields[key] = tuple(cgan_fields[key])
+    try:
+        cgan = CGANConfig(epochs=cgan_epochs).with_json(cgan_json)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     base = ChainConfig(dataset=dataset, list_length=list_length, include_observed=include_observed,
                        teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, student_epochs=student_epochs,
                        patience=patience, eval_every=eval_every,
-                       cgan=CGANConfig(**{"epochs": cgan_epochs, **cgan_fields}),
-                       teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
+                       cgan=cgan, teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
                        device=device, progress=progress, rr_epsilon=rr_epsilon)
     try:
         spec = GridSpec(base=base, work_dir=work_dir, families=_names(models), methods=_names(methods),

@@ -21,10 +21,11 @@ K_u sampling (`mask_sampling`):
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -88,15 +89,38 @@ class CGANConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_json(self, text: str | None, option: str = "--cgan-json") -> CGANConfig:
+        """This config with the fields of a JSON object (a CLI option's value) laid over it. ValueError naming
+        `option` and what is wrong: not JSON, not an object, an unknown field, or a value the config refuses."""
+        if not text:
+            return self
+        try:
+            given = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{option}: not JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
+        if not isinstance(given, dict):
+            raise ValueError(f"{option}: expected a JSON object of CGANConfig fields, got {text!r}")
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"{option}: unknown CGANConfig field(s) {unknown}; known: {sorted(known)}")
+        for key in ("hidden_g", "hidden_d"):
+            if key in given:
+                given[key] = tuple(given[key]) if isinstance(given[key], list) else (given[key],)
+        try:
+            return replace(self, **given)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{option}: {exc}") from None
+
     def identity(self) -> dict:
         """The fields that decide what the CGAN learns (not `progress`), for cache and result keys; a switch at
         its default is left out, so keys made before the switch existed stay valid."""
-        fields = {k: v for k, v in asdict(self).items() if k != "progress"}
-        if fields["mask_sampling"] == "per_user":
-            del fields["mask_sampling"]
-        if fields["input_dropout"] == 0:
-            del fields["input_dropout"]
-        return fields
+        kept = {k: v for k, v in asdict(self).items() if k != "progress"}
+        if kept["mask_sampling"] == "per_user":
+            del kept["mask_sampling"]
+        if kept["input_dropout"] == 0:
+            del kept["input_dropout"]
+        return kept
 
 
 class _SparseInputMLP(nn.Module):

@@ -3,6 +3,7 @@ candidates skipped on rerun, bad candidates refused with a clear message and not
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from experiments.cgan_search import app
@@ -52,3 +53,15 @@ def test_bad_candidates_are_refused_before_training(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
     assert not results.exists()
+
+
+@pytest.mark.parametrize("command", [["gd"], ["run", "--work-dir", "unused"]])
+def test_lab_commands_refuse_a_bad_cgan_json_without_a_traceback(tmp_path, command):
+    from experiments.lab import full_app
+
+    data = tmp_path / "users.dat"
+    write_users_dat(data, n_users=40, n_items=30)
+    for text, message in (("{bad", "--cgan-json: not JSON"), ('{"alpha_g": 1}', "unknown CGANConfig field")):
+        result = CliRunner().invoke(full_app(), [*command, "--dataset", str(data), "--cgan-json", text])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output

@@ -154,7 +154,8 @@ def test_an_interrupted_stage_resumes_and_redoes_what_reads_it(trained, monkeypa
 def test_train_reports_bad_options_without_a_traceback(environment):
     for args, message in [
         (["--dataset", "nowhere.dat"], "unknown dataset"),
-        (["--dataset", "users.dat", "--cgan-json", "{bad"], "--cgan-json is not valid JSON"),
+        (["--dataset", "users.dat", "--cgan-json", "{bad"], "--cgan-json: not JSON"),
+        (["--dataset", "users.dat", "--cgan-json", '{"lr": 1}'], "unknown CGANConfig field(s) ['lr']"),
         (["--dataset", "users.dat", "--teacher-json", '{"dim": 3}'], "takes the keys 'model', 'lr' and 'pretrain'"),
         (["--dataset", "users.dat", "--consumer-id", "a b"], "consumer id"),
         (["--dataset", "users.dat", "--model", "neumf", "--teacher-json", '{"pretrain": {"beta": 1}}'],

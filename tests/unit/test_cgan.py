@@ -151,3 +151,16 @@ def test_identity_leaves_out_progress_and_the_default_mask_sampling():
     assert "input_dropout" not in CGANConfig().identity()
     assert CGANConfig(input_dropout=0.5).identity()["input_dropout"] == 0.5
     assert CGANConfig(mask_sampling="per_batch").identity()["mask_sampling"] == "per_batch"
+
+
+def test_with_json_lays_fields_over_the_config_and_names_what_is_wrong():
+    base = CGANConfig(epochs=7)
+    assert base.with_json(None) is base and base.with_json("") is base
+    tuned = base.with_json('{"alpha": 0.3, "hidden_g": [64, 32], "hidden_d": 16, "mask_sampling": "per_batch"}')
+    assert (tuned.epochs, tuned.alpha, tuned.hidden_g, tuned.hidden_d) == (7, 0.3, (64, 32), (16,))
+    for text, message in (("{bad", "--cgan-json: not JSON"), ("[1]", "expected a JSON object"),
+                          ('{"lr": 1}', "unknown CGANConfig field(s) ['lr']"),
+                          ('{"mask_ratio": 3}', "--cgan-json: mask_ratio must lie in [0, 1]")):
+        with pytest.raises(ValueError) as caught:
+            base.with_json(text)
+        assert message in str(caught.value)
