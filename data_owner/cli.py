@@ -234,14 +234,13 @@ def train(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train the owner's models and build the export, stage by stage; a rerun skips the finished stages."""
-    from data_owner.gan import CGANConfig
-    from data_owner.pipeline import OwnerTrainConfig, TeacherSettings, run_pipeline, teacher_preset
+    from data_owner.pipeline import OwnerTrainConfig, TeacherSettings, cgan_preset, run_pipeline, teacher_preset
     from data_owner.teacher import Pretraining
 
     settings = _settings(artifacts_dir=artifacts, data_dir=data_dir)
     teacher_fields = _json_option(teacher_json, "teacher-json")
     try:
-        cgan = CGANConfig(epochs=cgan_epochs).with_json(cgan_json)
+        cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
         teacher = None
         if teacher_fields:
             unknown = sorted(set(teacher_fields) - {"model", "lr", "pretrain"})

@@ -121,6 +121,20 @@ DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
 }
 
 
+# CGAN settings chosen on the validation item (README "Tuning the CGAN on citeulike-t"); other datasets use the
+# CGANConfig defaults (CFGAN's ML100K settings). The CLIs lay --cgan-epochs and --cgan-json over these.
+CGAN_PRESETS: dict[str, dict[str, Any]] = {
+    "citeulike-t": {"mask_sampling": "per_batch", "alpha": 0.3, "batch_size": 256, "g_steps": 1, "d_steps": 1,
+                    "lr_g": 5e-4, "lr_d": 5e-4, "eval_every": 2, "patience": 5},
+}
+
+
+def cgan_preset(dataset: str, epochs: int | None = None) -> CGANConfig:
+    """The CGAN preset of a named dataset (else the defaults), with `epochs` when given."""
+    config = CGANConfig(**CGAN_PRESETS.get(dataset, {}))
+    return config if epochs is None else replace(config, epochs=epochs)
+
+
 def teacher_preset(dataset: str, family: str) -> TeacherSettings:
     """The preset of a named dataset, else the family's default (for a dataset given by path)."""
     if family not in DEFAULT_TEACHERS:
@@ -501,6 +515,7 @@ def load_export(layout: ArtifactLayout) -> tuple[ExportBundle, dict[str, Any]]:
 
 
 __all__ = [
+    "CGAN_PRESETS",
     "DEFAULT_TEACHERS",
     "INPUTS",
     "STAGES",
@@ -515,5 +530,6 @@ __all__ = [
     "run_pipeline",
     "split_fingerprint",
     "stage_keys",
+    "cgan_preset",
     "teacher_preset",
 ]

@@ -1,6 +1,7 @@
 """`gdrec-cgan-search`: tune the CGAN on the validation item (issue 3: on sparse data the generator is the crux).
 
-Each candidate is a set of CGANConfig fields (JSON) laid over a base. It trains on the owner's training
+Each candidate is a set of CGANConfig fields (JSON) laid over a base (the dataset's CGAN preset, then --base). It
+trains on the owner's training
 interactions; every `eval_every` epochs GF_u is scored as a recommender on each user's validation item (HR@50,
 training items excluded), the best generator is kept (early stopping after `patience` stale checks), and one JSONL
 row is appended with the candidate, its validation and test HR/NDCG, the validation history, the seconds per
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +27,7 @@ from typing import Annotated, Any
 import typer
 
 from data_owner.gan import CGANConfig, generator_scorer, train_cgan
+from data_owner.pipeline import cgan_preset
 from experiments.lab import configure_logging, evaluate_scorer, load_split
 from experiments.runner import ResultsFile, _digest, dataset_identity, dataset_slug, machine_info
 from shared.device import resolve_device
@@ -74,7 +77,7 @@ def search(
 ) -> None:
     """Train each candidate CGAN (skipping finished ones) and print a table ranked by validation HR@50."""
     configure_logging(verbose)
-    base_config = parse_config(base, CGANConfig(seed=seed, progress=progress), where="--base")
+    base_config = parse_config(base, replace(cgan_preset(dataset), seed=seed, progress=progress), where="--base")
     candidates = [parse_config(text, base_config) for text in tries]
     out = ResultsFile(results or Path("runs") / dataset_slug(dataset) / "cgan-search.jsonl")
     torch_device = resolve_device(device)

@@ -26,6 +26,7 @@ import typer
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.export import build_export, user_token
 from data_owner.gan import CGANConfig, GeneratedLists, generated_lists, generator_scorer, train_cgan
+from data_owner.pipeline import cgan_preset
 from data_owner.teacher import DEFAULT_KS, TeacherRun, continue_on_generated, train_base_model
 from experiments.presets import teacher_preset
 from model_consumer.distill import DistillConfig, distill_student
@@ -324,7 +325,7 @@ def gd(
 ) -> None:
     """Run the whole chain in-process and print the table."""
     try:
-        cgan = CGANConfig(epochs=cgan_epochs).with_json(cgan_json)
+        cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     config = ChainConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,

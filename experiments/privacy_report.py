@@ -56,7 +56,8 @@ import torch  # noqa: E402
 import typer  # noqa: E402
 
 from data_owner.data import LeaveOneOutSplit  # noqa: E402
-from data_owner.gan import CGANConfig, GeneratedLists, generated_lists  # noqa: E402
+from data_owner.gan import GeneratedLists, generated_lists  # noqa: E402
+from data_owner.pipeline import cgan_preset  # noqa: E402
 from data_owner.privacy import export_pairs, leakage_report, soft_target_scorer  # noqa: E402
 from data_owner.privacy.leakage import EXPORT_ROW, HISTORY_ROW, POPULARITY_ROW  # noqa: E402
 from experiments import lab  # noqa: E402
@@ -604,7 +605,7 @@ def privacy(
         base = ChainConfig(dataset=dataset, family=model.lower(), fraction=fraction, list_length=list_length,
                            temperature=temperature, lam=lam, teacher_epochs=teacher_epochs, gd_epochs=gd_epochs,
                            student_epochs=student_epochs, patience=patience, eval_every=eval_every,
-                           cgan=CGANConfig(epochs=cgan_epochs).with_json(cgan_json),
+                           cgan=cgan_preset(dataset, cgan_epochs).with_json(cgan_json),
                            teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
                            device=device, progress=progress)
     except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError

@@ -59,7 +59,8 @@ import typer
 from tqdm.auto import tqdm
 
 from data_owner.data import LeaveOneOutSplit
-from data_owner.gan import CGANConfig, GeneratedLists
+from data_owner.gan import GeneratedLists
+from data_owner.pipeline import cgan_preset
 from experiments import lab
 from experiments.lab import ChainConfig, GeneratorStage, StageResult
 from experiments.presets import FRACTIONS, GD_LAMBDA, KD_WEIGHTS, LAMBDA_SWEEP, TEMPERATURES
@@ -684,7 +685,7 @@ def run_command(
 ) -> None:
     """Run (or continue) the comparison grid; rerunning the same command skips the finished cells."""
     try:
-        cgan = CGANConfig(epochs=cgan_epochs).with_json(cgan_json)
+        cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     base = ChainConfig(dataset=dataset, list_length=list_length, include_observed=include_observed,

@@ -54,3 +54,14 @@ def test_stage_keys_follow_what_each_stage_depends_on():
     base = stage_keys(config, "data", "secret")
     assert stage_keys(config, "other data", "secret")["kd_teacher"] != base["kd_teacher"]
     assert {k for k, v in stage_keys(config, "data", "other secret").items() if v != base[k]} == {"export"}
+
+
+def test_cgan_presets_apply_to_their_dataset_only():
+    from data_owner.gan import CGANConfig
+    from data_owner.pipeline import cgan_preset
+
+    tuned = cgan_preset("citeulike-t")
+    assert (tuned.mask_sampling, tuned.alpha, tuned.batch_size, tuned.g_steps, tuned.d_steps) == (
+        "per_batch", 0.3, 256, 1, 1)
+    assert cgan_preset("ml-100k") == CGANConfig() and cgan_preset("some/file.dat", epochs=3) == CGANConfig(epochs=3)
+    assert cgan_preset("citeulike-t", epochs=9).with_json('{"alpha": 0.03}').alpha == 0.03  # options win
