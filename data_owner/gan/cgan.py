@@ -236,8 +236,7 @@ def drop_items(items: torch.Tensor, offsets: torch.Tensor, p: float, generator: 
     bag G sees when generating has the same expected sum). Returns (items, offsets, weights)."""
     keep = torch.rand(items.shape, generator=generator, device=items.device) >= p
     bag_of = torch.bucketize(torch.arange(items.numel(), device=items.device), offsets, right=True) - 1
-    kept_per_bag = torch.zeros(offsets.numel(), dtype=torch.int64, device=items.device)
-    kept_per_bag.index_add_(0, bag_of[keep], torch.ones_like(bag_of[keep]))
+    kept_per_bag = torch.bincount(bag_of[keep], minlength=offsets.numel())
     new_offsets = torch.zeros_like(offsets)
     new_offsets[1:] = torch.cumsum(kept_per_bag, 0)[:-1]
     kept = items[keep]
