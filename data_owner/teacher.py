@@ -86,8 +86,10 @@ def train_base_model(
     device: torch.device | str = "cpu",
     ks: Sequence[int] = DEFAULT_KS,
     pretrain: Pretraining | None = None,
+    pairs_per_epoch: int | None = None,
 ) -> TeacherRun:
     """Train a BPR/NeuMF model on the raw training pairs, select the epoch on validation, report test.
+    `pairs_per_epoch` (None: every pair) caps each epoch at that many pairs drawn afresh (`TripletSampler`).
 
     `pretrain` (NeuMF only, see `Pretraining`): the GMF and MLP branches are trained alone first with
     `train_config` and their own early stopping, then NeuMF from them. The branches' metrics are kept in `extra`."""
@@ -102,7 +104,8 @@ def train_base_model(
             "mlp": {"dim": config.get("dim_mlp", 32), "hidden": list(config.get("hidden", (32, 16))),
                     "reg": reg if pretrain.mlp_reg is None else pretrain.mlp_reg},
         }
-        runs = {name: train_base_model(split, name, cfg, train_config, batch_size, device, ks)
+        runs = {name: train_base_model(split, name, cfg, train_config, batch_size, device, ks,
+                                       pairs_per_epoch=pairs_per_epoch)
                 for name, cfg in branches.items()}
         extra["pretrain"] = {name: {"config": branches[name], "valid": run.valid, "test": run.test,
                                     "best_epoch": run.train.best_epoch, "seconds": run.train.seconds}
@@ -113,7 +116,7 @@ def train_base_model(
     else:
         torch.manual_seed(train_config.seed)
         model = build_model(family, split.n_users, split.n_items, **model_config).to(device)
-    sampler = TripletSampler(split.train, batch_size=batch_size)
+    sampler = TripletSampler(split.train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
     result = fit(
         model,
         sampler,
@@ -145,11 +148,12 @@ class JointBatch:
 
 
 class JointSampler:
-    """Every raw training pair once per epoch; the generated pairs spread over the same number of batches
-    (their negatives are drawn outside the user's list and training items)."""
+    """Every raw training pair once per epoch (or `pairs_per_epoch` of them); the generated pairs spread over the
+    same number of batches (their negatives are drawn outside the user's list and training items)."""
 
-    def __init__(self, train: ItemSets, generated: ItemSets, batch_size: int) -> None:
-        self.raw = TripletSampler(train, batch_size=batch_size)
+    def __init__(self, train: ItemSets, generated: ItemSets, batch_size: int,
+                 pairs_per_epoch: int | None = None) -> None:
+        self.raw = TripletSampler(train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
         exclude = ItemSets.from_pairs(
             np.concatenate([train.user_of_each_entry(), generated.user_of_each_entry()]),
             np.concatenate([train.indices, generated.indices]),
@@ -171,11 +175,13 @@ def continue_on_generated(
     train_config: TrainConfig,
     batch_size: int = 1000,
     ks: Sequence[int] = DEFAULT_KS,
+    pairs_per_epoch: int | None = None,
 ) -> TeacherRun:
     """The GD teacher (Algorithm 1): a copy of the raw-data teacher trained further on raw + generated pairs,
-    L_T = L_CF + L_GF, selected on validation. The input teacher is left untouched (it is the KD teacher)."""
+    L_T = L_CF + L_GF, selected on validation. The input teacher is left untouched (it is the KD teacher).
+    `pairs_per_epoch` caps the raw pairs of an epoch as in `train_base_model`."""
     model = copy.deepcopy(teacher)
-    sampler = JointSampler(split.train, generated, batch_size)
+    sampler = JointSampler(split.train, generated, batch_size, pairs_per_epoch)
 
     def loss_fn(batch: JointBatch) -> torch.Tensor:
         return model.loss(batch.raw) + model.loss(batch.generated)

@@ -64,6 +64,9 @@ class ChainConfig:
     # epsilon of randomized response on the owner's training matrix (ALGORITHMS.md section 5): the CGAN, the KD
     # teacher and the GD teacher then train on the randomized matrix; None = off. Metrics stay on the true split.
     rr_epsilon: float | None = None
+    # under randomized response, each epoch of the KD and GD teachers samples as many pairs as the true training
+    # matrix holds instead of every randomized pair (eps = 1 on citeulike-t multiplies the pairs by about 300)
+    rr_true_size_epochs: bool = False
 
 
 @dataclass
@@ -154,6 +157,16 @@ def evaluate_scorer(score_all, split: LeaveOneOutSplit, device, users_map: np.nd
     return valid.metrics, test.metrics
 
 
+RrTrueSizeEpochs = Annotated[bool, typer.Option(
+    help="under --rr-epsilon, each epoch of the owner's teachers samples as many pairs as the true training matrix "
+         "holds (not every randomized pair: at small epsilon the randomized matrix is hundreds of times larger)")]
+
+
+def teacher_epoch_pairs(config: ChainConfig, split: LeaveOneOutSplit) -> int | None:
+    """The cap on the owner's teachers' pairs per epoch: the true matrix's size under `rr_true_size_epochs`."""
+    return split.train.nnz if config.rr_epsilon is not None and config.rr_true_size_epochs else None
+
+
 def _train_config(config: ChainConfig, epochs: int, lr: float) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=lr, patience=config.patience, eval_every=config.eval_every,
                        seed=config.seed, progress=config.progress)
@@ -174,7 +187,8 @@ def train_kd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: 
     torch.manual_seed(config.seed)
     run = train_base_model(train_split, config.family, preset["model"],
                            _train_config(config, config.teacher_epochs, preset["lr"]),
-                           batch_size=config.batch_size, device=device, pretrain=preset.get("pretrain"))
+                           batch_size=config.batch_size, device=device, pretrain=preset.get("pretrain"),
+                           pairs_per_epoch=teacher_epoch_pairs(config, split))
     return _as_stage(run, split, train_split, device)
 
 
@@ -204,7 +218,8 @@ def train_gd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: 
     """Stage 4: a copy of the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)."""
     preset = teacher_settings(config)
     run = continue_on_generated(kd_teacher, train_split, lists.as_item_sets(),
-                                _train_config(config, config.gd_epochs, preset["lr"]), batch_size=config.batch_size)
+                                _train_config(config, config.gd_epochs, preset["lr"]), batch_size=config.batch_size,
+                                pairs_per_epoch=teacher_epoch_pairs(config, split))
     return _as_stage(run, split, train_split, device)
 
 
@@ -322,6 +337,7 @@ def gd(
     rr_epsilon: Annotated[float | None, typer.Option(
         help="randomized response on the training matrix the CGAN and teachers see (epsilon-LDP per interaction)"
     )] = None,
+    rr_true_size_epochs: RrTrueSizeEpochs = False,
 ) -> None:
     """Run the whole chain in-process and print the table."""
     try:
@@ -330,7 +346,8 @@ def gd(
         raise typer.BadParameter(str(exc)) from None
     config = ChainConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,
                          include_observed=include_observed, temperature=temperature, lam=lam, cgan=cgan,
-                         device=device, progress=progress, rr_epsilon=rr_epsilon)
+                         device=device, progress=progress, rr_epsilon=rr_epsilon,
+                         rr_true_size_epochs=rr_true_size_epochs)
     rows, info = run_chain(config)
     typer.echo(render(rows, info, config))
     if out is not None:

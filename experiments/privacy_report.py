@@ -114,7 +114,7 @@ class PrivacySetting:
         if self.rr_epsilon is not None:
             p = 1.0 / (1.0 + math.exp(self.rr_epsilon)) if self.rr_epsilon < 700 else 0.0
             parts.append(f"randomized response on the training matrix, epsilon {self.rr_epsilon:g} per interaction "
-                         f"(each bit flipped with p = {p:.3f}; not user-level)")
+                         f"(each bit flipped with p = {p:.3g}; not user-level)")
         return "; ".join(parts)
 
 
@@ -423,7 +423,9 @@ def render_markdown(summaries: Sequence[SettingSummary], base: ChainConfig, seed
         f"- seeds requested: {', '.join(map(str, seeds))}",
         f"- epochs: KD teacher {base.teacher_epochs}, CGAN {base.cgan.epochs}, GD teacher {base.gd_epochs}, "
         f"GD student {base.student_epochs} (patience {base.patience}, evaluated every {base.eval_every}); "
-        f"CGAN {json.dumps(cgan, default=str)}",
+        f"CGAN {json.dumps(cgan, default=str)}"
+        + ("; under randomized response every teacher epoch samples as many pairs as the true training matrix "
+           "holds (`--rr-true-size-epochs`)" if base.rr_true_size_epochs else ""),
         f"- machine: {_machines(rows)}",
         f"- run time: {sum(float(r['setting_seconds']) for r in rows) / 60:.1f} min summed over the rows' chains "
         "(a KD teacher and CGAN shared by settings counts in the first of them)"
@@ -594,6 +596,7 @@ def privacy(
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON (epochs: --cgan-epochs)")] = None,
     teacher_json: Annotated[str | None, typer.Option(
         help='teacher override {"model": {...}, "lr": ...} (default: experiments.presets)')] = None,
+    rr_true_size_epochs: lab.RrTrueSizeEpochs = False,
     device: Annotated[str, typer.Option()] = "auto",
     progress: Annotated[bool, typer.Option()] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -607,7 +610,7 @@ def privacy(
                            student_epochs=student_epochs, patience=patience, eval_every=eval_every,
                            cgan=cgan_preset(dataset, cgan_epochs).with_json(cgan_json),
                            teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
-                           device=device, progress=progress)
+                           device=device, progress=progress, rr_true_size_epochs=rr_true_size_epochs)
     except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise typer.BadParameter(str(exc)) from None
     seed_list = _ints(seeds)

@@ -185,9 +185,12 @@ def dataset_slug(dataset: str) -> str:
 
 
 def teacher_settings_payload(config: ChainConfig) -> dict[str, Any]:
-    return {"dataset": dataset_identity(config.dataset), "family": config.family, "seed": config.seed,
-            "teacher": lab.teacher_settings(config), "epochs": config.teacher_epochs, "patience": config.patience,
-            "eval_every": config.eval_every, "batch_size": config.batch_size, "rr_epsilon": config.rr_epsilon}
+    payload = {"dataset": dataset_identity(config.dataset), "family": config.family, "seed": config.seed,
+               "teacher": lab.teacher_settings(config), "epochs": config.teacher_epochs, "patience": config.patience,
+               "eval_every": config.eval_every, "batch_size": config.batch_size, "rr_epsilon": config.rr_epsilon}
+    if config.rr_epsilon is not None and config.rr_true_size_epochs:  # absent otherwise: older keys stay valid
+        payload["rr_true_size_epochs"] = True
+    return payload
 
 
 def lists_settings_payload(config: ChainConfig) -> dict[str, Any]:
@@ -679,6 +682,7 @@ def run_command(
         help='teacher override {"model": {...}, "lr": ...} (default: experiments.presets)')] = None,
     rr_epsilon: Annotated[float | None, typer.Option(help="randomized response on the owner's training matrix")]
     = None,
+    rr_true_size_epochs: lab.RrTrueSizeEpochs = False,
     inference_users: Annotated[int, typer.Option(min=1, help="users per timed full-ranking batch (fig3)")] = 256,
     device: Annotated[str, typer.Option()] = "auto",
     progress: Annotated[bool, typer.Option()] = True,
@@ -692,7 +696,8 @@ def run_command(
                        teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, student_epochs=student_epochs,
                        patience=patience, eval_every=eval_every,
                        cgan=cgan, teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
-                       device=device, progress=progress, rr_epsilon=rr_epsilon)
+                       device=device, progress=progress, rr_epsilon=rr_epsilon,
+                       rr_true_size_epochs=rr_true_size_epochs)
     try:
         spec = GridSpec(base=base, work_dir=work_dir, families=_names(models), methods=_names(methods),
                         seeds=_ints(seeds), fractions=_floats(fractions), kd_weights=_floats(kd_weights),

@@ -46,22 +46,32 @@ def sample_negatives(
 class TripletSampler:
     """Each epoch: every training pair once, shuffled, with one uniform negative outside the user's positives.
 
-    `exclude` (default: the training sets) are the items never drawn as negatives for a user."""
+    `exclude` (default: the training sets) are the items never drawn as negatives for a user. `pairs_per_epoch`
+    (None: all) caps an epoch at that many distinct pairs drawn uniformly at random, afresh every epoch: the same
+    objective in expectation, with the cost of an epoch bounded (a randomized-response matrix can hold hundreds of
+    times the true pairs)."""
 
-    def __init__(self, train: ItemSets, batch_size: int = 1000, exclude: ItemSets | None = None) -> None:
+    def __init__(self, train: ItemSets, batch_size: int = 1000, exclude: ItemSets | None = None,
+                 pairs_per_epoch: int | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if pairs_per_epoch is not None and pairs_per_epoch <= 0:
+            raise ValueError(f"pairs_per_epoch must be positive (or None for every pair), got {pairs_per_epoch}")
         if train.nnz == 0:
             raise ValueError("no training interactions to sample from")
         self.users, self.items = train.to_pairs()
         self.exclude = exclude if exclude is not None else train
         self.batch_size = batch_size
+        self.per_epoch = self.users.size if pairs_per_epoch is None else min(pairs_per_epoch, self.users.size)
 
     def __len__(self) -> int:
-        return -(-self.users.size // self.batch_size)
+        return -(-self.per_epoch // self.batch_size)
 
     def __call__(self, epoch: int, rng: np.random.Generator) -> Iterator[PairBatch]:
-        order = rng.permutation(self.users.size)
+        if self.per_epoch == self.users.size:
+            order = rng.permutation(self.users.size)
+        else:
+            order = rng.choice(self.users.size, size=self.per_epoch, replace=False)
         users, items = self.users[order], self.items[order]
         negatives = sample_negatives(users, self.exclude, rng)
         for start in range(0, users.size, self.batch_size):

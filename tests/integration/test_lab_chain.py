@@ -2,12 +2,13 @@
 table has the rows the paper compares."""
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from data_owner.gan import CGANConfig
-from experiments.lab import ChainConfig, load_split, render, run_chain, training_split
+from experiments.lab import ChainConfig, load_split, render, run_chain, teacher_epoch_pairs, training_split
 from tests.conftest import write_users_dat
 
 
@@ -49,6 +50,16 @@ def test_rr_epsilon_randomizes_only_the_owner_training_matrix(tmp_path):
     assert noisy.nnz > 1.5 * split.train.nnz
     again = training_split(split, ChainConfig(dataset=str(data), rr_epsilon=0.5, seed=3)).train
     assert np.array_equal(again.keys(), noisy.keys())
+
+
+def test_true_size_epochs_cap_the_teachers_only_under_randomized_response(tmp_path):
+    data = tmp_path / "users.dat"
+    write_users_dat(data)
+    split = load_split(str(data))
+    base = ChainConfig(dataset=str(data), rr_true_size_epochs=True)
+    assert teacher_epoch_pairs(base, split) is None  # no randomized response: every pair
+    assert teacher_epoch_pairs(ChainConfig(dataset=str(data), rr_epsilon=1.0), split) is None  # not asked
+    assert teacher_epoch_pairs(replace(base, rr_epsilon=1.0), split) == split.train.nnz
 
 
 def test_rr_epsilon_without_the_privacy_module_says_so(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ png report with issue 7's acceptance line recomputed here from the rows."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -203,4 +204,8 @@ def test_row_keys_follow_the_chain_settings():
               row_key(ChainConfig(**{**base.__dict__, "student_epochs": 3}), setting, 0),
               row_key(ChainConfig(**{**base.__dict__, "gd_epochs": 3}), setting, 0)}
     assert row_key(base, setting, 0) not in others and len(others) == 4
+    # true-size teacher epochs change what randomized-response rows depend on, and nothing else
+    sized = replace(base, rr_true_size_epochs=True)
+    assert row_key(sized, setting, 0) != row_key(base, setting, 0)
+    assert row_key(sized, PrivacySetting(), 0) == row_key(base, PrivacySetting(), 0)
     json.dumps(setting.__dict__)  # the setting is plain data in the rows

@@ -74,6 +74,45 @@ def test_negatives_avoid_positives():
     assert set(negatives[:500]) == {3, 4}
 
 
+def _epoch_pairs(sampler: TripletSampler, epoch: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    return [(int(u), int(i)) for b in sampler(epoch, rng) for u, i in zip(b.users, b.pos_items, strict=True)]
+
+
+def test_an_epoch_without_a_cap_yields_every_pair_once():
+    train = ItemSets.from_lists([[0, 1, 2], [3], [1, 4]], 6)
+    pairs = _epoch_pairs(TripletSampler(train, batch_size=2), 0, np.random.default_rng(0))
+    assert sorted(pairs) == [(0, 0), (0, 1), (0, 2), (1, 3), (2, 1), (2, 4)]
+
+
+def test_pairs_per_epoch_draws_that_many_distinct_pairs_afresh_each_epoch():
+    train = ItemSets.from_lists([list(range(k, 40 + k)) for k in range(10)], 60)  # 400 pairs
+    sampler = TripletSampler(train, batch_size=32, pairs_per_epoch=100)
+    assert len(sampler) == 4  # ceil(100 / 32) batches
+    rng = np.random.default_rng(0)
+    first, second = _epoch_pairs(sampler, 0, rng), _epoch_pairs(sampler, 1, rng)
+    everything = set(zip(*train.to_pairs(), strict=True))
+    for pairs in (first, second):
+        assert len(pairs) == 100 and len(set(pairs)) == 100  # without replacement
+        assert set(pairs) <= everything
+    assert set(first) != set(second)
+    # over many epochs every pair is drawn about equally often (uniform): 100 / 400 of the epochs each
+    counts = {}
+    for epoch in range(200):
+        for pair in _epoch_pairs(sampler, epoch, rng):
+            counts[pair] = counts.get(pair, 0) + 1
+    assert len(counts) == 400 and 25 <= min(counts.values()) and max(counts.values()) <= 80
+
+
+def test_a_cap_above_the_pair_count_changes_nothing():
+    train = ItemSets.from_lists([[0, 1], [2]], 4)
+    capped = TripletSampler(train, batch_size=2, pairs_per_epoch=10)
+    plain = TripletSampler(train, batch_size=2)
+    assert len(capped) == len(plain) == 2
+    assert _epoch_pairs(capped, 0, np.random.default_rng(3)) == _epoch_pairs(plain, 0, np.random.default_rng(3))
+    with pytest.raises(ValueError, match="pairs_per_epoch"):
+        TripletSampler(train, pairs_per_epoch=0)
+
+
 def test_a_user_who_has_every_item_cannot_get_a_negative():
     positives = ItemSets.from_lists([[0, 1]], 2)
     with pytest.raises(ValueError, match="user 0"):
