@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from data_owner.gan import CGANConfig, Discriminator, Generator, generated_lists, train_cgan
-from data_owner.gan.cgan import _bags, _batch, _dense, drop_items, sample_negative_mask
+from data_owner.gan import cgan
+from data_owner.gan.cgan import _bags, _batch, _dense, bag_sum, drop_items, sample_negative_mask
 from shared.interactions import ItemSets
 from tests.conftest import checkerboard
 
@@ -21,7 +22,9 @@ def test_mask_has_the_right_shape_and_ratio():
     assert mask[:, 100:].mean().item() == pytest.approx(0.3, abs=0.01)
 
 
-def test_the_sparse_input_layer_equals_a_dense_matmul():
+@pytest.mark.parametrize("dense_share", [2.0, 0.0], ids=["bag", "dense"])
+def test_the_sparse_input_layer_equals_a_dense_matmul(dense_share, monkeypatch):
+    monkeypatch.setattr(cgan, "DENSE_INPUT_SHARE", dense_share)  # force one path of bag_sum
     train = ItemSets.from_lists([[0, 3], [1], [2, 3, 4]], 6)
     G = Generator(6, hidden=(5,), noise_dim=0)
     users = np.arange(3)
@@ -32,6 +35,25 @@ def test_the_sparse_input_layer_equals_a_dense_matmul():
     D = Discriminator(6, hidden=(4,))
     # the real sample x = C_u takes the sparse path; passing C_u densely must give the same logit
     torch.testing.assert_close(D(items, offsets, None), D(items, offsets, dense))
+
+
+def test_bag_sum_takes_the_dense_path_for_dense_bags_with_the_same_values_and_gradients(monkeypatch):
+    rng = np.random.default_rng(0)
+    weight = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    for share in (0.02, 0.5):  # sparse bags, then bags with half the catalog set
+        lists = [sorted(rng.choice(40, size=max(1, int(share * 40)), replace=False)) for _ in range(5)]
+        items, offsets = _bags(ItemSets.from_lists(lists, 40), np.arange(5), torch.device("cpu"))
+        weights = torch.rand(items.numel(), dtype=torch.float64)
+        results = []
+        for forced in (2.0, 0.0):  # bag, dense
+            monkeypatch.setattr(cgan, "DENSE_INPUT_SHARE", forced)
+            out = bag_sum(weight, items, offsets, weights)
+            (grad,) = torch.autograd.grad(out.pow(2).sum(), weight)
+            results.append((out, grad))
+        torch.testing.assert_close(results[0], results[1])
+        expected = torch.stack([(weights[offsets[b]:offsets[b] + len(lst), None] * weight[lst]).sum(0)
+                                for b, lst in enumerate(lists)])
+        torch.testing.assert_close(results[0][0], expected)
 
 
 def test_column_outputs_equal_the_dense_computation_restricted_to_those_columns():
