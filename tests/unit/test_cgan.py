@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_owner.gan import CGANConfig, Discriminator, Generator, generated_lists, train_cgan
-from data_owner.gan import cgan
+from data_owner.gan import CGANConfig, Discriminator, Generator, cgan, generated_lists, train_cgan
 from data_owner.gan.cgan import _bags, _batch, _dense, bag_sum, drop_items, sample_negative_mask
 from shared.interactions import ItemSets
 from tests.conftest import checkerboard
