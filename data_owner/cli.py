@@ -159,6 +159,9 @@ def train_teacher(
 ArtifactsOption = Annotated[
     Path | None, typer.Option("--artifacts", help="artifacts directory (default: $GDREC_OWNER_ARTIFACTS_DIR)")
 ]
+RrTrueSizeEpochs = Annotated[bool, typer.Option(
+    help="under --rr-epsilon, each epoch of the owner's teachers samples as many pairs as the true training matrix "
+         "holds (not every randomized pair: at small epsilon the randomized matrix is hundreds of times larger)")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -216,6 +219,7 @@ def train(
         help="randomized response on the models' input: train the CGAN and the teachers on, "
         "and draw the lists from, training sets with every bit flipped with p = 1/(1+e^eps) (epsilon-LDP per "
         "interaction, not per user); default off")] = None,
+    rr_true_size_epochs: RrTrueSizeEpochs = False,
     temperature: Annotated[float, typer.Option(min=1e-3, help="t of the soft targets sigmoid(z / t)")] = 2.0,
     teacher_epochs: Annotated[int, typer.Option(min=1)] = 300,
     gd_epochs: Annotated[int, typer.Option(min=1, help="epochs of the GD continuation (raw + generated)")] = 100,
@@ -256,7 +260,7 @@ def train(
         config = OwnerTrainConfig(
             dataset=dataset, family=model.value, teacher=teacher, consumer_id=consumer_id, seed=seed,
             list_length=list_length, include_observed=include_observed, rr_epsilon=rr_epsilon,
-            temperature=temperature,
+            rr_true_size_epochs=rr_true_size_epochs, temperature=temperature,
             teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, patience=patience, eval_every=eval_every,
             batch_size=batch_size, cgan=cgan, device=device, progress=progress,
         )

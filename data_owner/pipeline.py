@@ -154,6 +154,8 @@ class OwnerTrainConfig:
     list_length: int = 50
     include_observed: bool = True
     rr_epsilon: float | None = None  # randomized response on the models' input (per interaction); None = off
+    # under randomized response, each teacher epoch samples as many pairs as the true training matrix holds
+    rr_true_size_epochs: bool = False
     temperature: float = 2.0
     teacher_epochs: int = 300
     gd_epochs: int = 100
@@ -240,8 +242,11 @@ def stage_keys(config: OwnerTrainConfig, data: str, secret_fp: str) -> dict[str,
     # the randomized matrix depends on epsilon, the secret (its seed) and the seed; absent when off, so that the
     # keys of runs without randomized response stay what they were
     rr = {} if config.rr_epsilon is None else {"rr_epsilon": config.rr_epsilon, "rr_secret": secret_fp}
+    # the teachers' epoch size (the GD teacher's key holds the KD teacher's)
+    epochs_rr = {**rr, "rr_true_size_epochs": True} if rr and config.rr_true_size_epochs else rr
     keys: dict[str, str] = {}
-    keys["kd_teacher"] = _key({"data": data, "teacher": teacher, "epochs": config.teacher_epochs, **schedule, **rr})
+    keys["kd_teacher"] = _key({"data": data, "teacher": teacher, "epochs": config.teacher_epochs, **schedule,
+                               **epochs_rr})
     keys["cgan"] = _key({"data": data, "cgan": cgan, **rr})
     keys["lists"] = _key({"cgan": keys["cgan"], "length": config.list_length,
                           "include_observed": config.include_observed, "seed": config.seed})
@@ -304,6 +309,12 @@ class _Chain:
         return {"valid": validation_result(model, self.split).metrics, "test": test_result(model, self.split).metrics,
                 "valid_on_randomized": run_valid, "rr_epsilon": self.config.rr_epsilon}
 
+    @property
+    def epoch_pairs(self) -> int | None:
+        """The teachers' pairs per epoch: every pair, or under `rr_true_size_epochs` the true matrix's size."""
+        c = self.config
+        return self.split.train.nnz if c.rr_epsilon is not None and c.rr_true_size_epochs else None
+
     def train_config(self, epochs: int) -> TrainConfig:
         c = self.config
         return TrainConfig(epochs=epochs, lr=c.teacher_settings.lr, patience=c.patience, eval_every=c.eval_every,
@@ -337,7 +348,7 @@ class _Chain:
         c = self.config
         run = train_base_model(self.model_split, c.family, dict(c.teacher_settings.model),
                                self.train_config(c.teacher_epochs), batch_size=c.batch_size, device=self.device,
-                               pretrain=c.teacher_settings.pretrain)
+                               pretrain=c.teacher_settings.pretrain, pairs_per_epoch=self.epoch_pairs)
         summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
                    "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
                    **self.reported_metrics(run.model, run.valid, run.test)}
@@ -394,7 +405,7 @@ class _Chain:
         c = self.config
         run = continue_on_generated(self.output("kd_teacher"), self.model_split,
                                     self.output("lists").as_item_sets(), self.train_config(c.gd_epochs),
-                                    batch_size=c.batch_size)
+                                    batch_size=c.batch_size, pairs_per_epoch=self.epoch_pairs)
         summary = {"num_parameters": run.model.num_parameters(), "best_epoch": run.train.best_epoch,
                    "epochs_run": run.train.epochs_run, **self.reported_metrics(run.model, run.valid, run.test)}
         save_checkpoint(folder, run.model, {"stage": "gd_teacher", **summary})

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import typer
 
+from data_owner.cli import RrTrueSizeEpochs
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.export import build_export, user_token
 from data_owner.gan import CGANConfig, GeneratedLists, generated_lists, generator_scorer, train_cgan
@@ -155,11 +156,6 @@ def evaluate_scorer(score_all, split: LeaveOneOutSplit, device, users_map: np.nd
     test = evaluate(scored, users, split.test_item[users], [split.train], [split.valid_item], ks=DEFAULT_KS,
                     device=device)
     return valid.metrics, test.metrics
-
-
-RrTrueSizeEpochs = Annotated[bool, typer.Option(
-    help="under --rr-epsilon, each epoch of the owner's teachers samples as many pairs as the true training matrix "
-         "holds (not every randomized pair: at small epsilon the randomized matrix is hundreds of times larger)")]
 
 
 def teacher_epoch_pairs(config: ChainConfig, split: LeaveOneOutSplit) -> int | None:

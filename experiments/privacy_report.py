@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import typer  # noqa: E402
 
+from data_owner.cli import RrTrueSizeEpochs  # noqa: E402
 from data_owner.data import LeaveOneOutSplit  # noqa: E402
 from data_owner.gan import GeneratedLists, generated_lists  # noqa: E402
 from data_owner.pipeline import cgan_preset  # noqa: E402
@@ -596,7 +597,7 @@ def privacy(
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON (epochs: --cgan-epochs)")] = None,
     teacher_json: Annotated[str | None, typer.Option(
         help='teacher override {"model": {...}, "lr": ...} (default: experiments.presets)')] = None,
-    rr_true_size_epochs: lab.RrTrueSizeEpochs = False,
+    rr_true_size_epochs: RrTrueSizeEpochs = False,
     device: Annotated[str, typer.Option()] = "auto",
     progress: Annotated[bool, typer.Option()] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,

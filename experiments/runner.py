@@ -58,6 +58,7 @@ import torch
 import typer
 from tqdm.auto import tqdm
 
+from data_owner.cli import RrTrueSizeEpochs
 from data_owner.data import LeaveOneOutSplit
 from data_owner.gan import GeneratedLists
 from data_owner.pipeline import cgan_preset
@@ -682,7 +683,7 @@ def run_command(
         help='teacher override {"model": {...}, "lr": ...} (default: experiments.presets)')] = None,
     rr_epsilon: Annotated[float | None, typer.Option(help="randomized response on the owner's training matrix")]
     = None,
-    rr_true_size_epochs: lab.RrTrueSizeEpochs = False,
+    rr_true_size_epochs: RrTrueSizeEpochs = False,
     inference_users: Annotated[int, typer.Option(min=1, help="users per timed full-ranking batch (fig3)")] = 256,
     device: Annotated[str, typer.Option()] = "auto",
     progress: Annotated[bool, typer.Option()] = True,

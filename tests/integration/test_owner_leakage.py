@@ -48,7 +48,7 @@ def plain(environment):
 
 @pytest.fixture(scope="module")
 def randomized(environment):
-    result = train(environment / "rr", "--rr-epsilon", "1", "--exclude-observed")
+    result = train(environment / "rr", "--rr-epsilon", "1", "--exclude-observed", "--rr-true-size-epochs")
     assert "randomized response eps=1 per interaction" in result.output
     return ArtifactLayout(environment / "rr")
 
@@ -89,7 +89,8 @@ def test_randomized_response_is_recorded_and_the_models_read_only_the_randomized
                                                                                         environment):
     manifest = ExportBundle.model_validate_json(randomized.export_file.read_bytes()).manifest
     assert manifest.privacy.randomized_response_epsilon == 1.0 and manifest.privacy.include_observed is False
-    assert json.loads(randomized.run_file.read_text())["config"]["rr_epsilon"] == 1.0
+    config = json.loads(randomized.run_file.read_text())["config"]
+    assert config["rr_epsilon"] == 1.0 and config["rr_true_size_epochs"] is True
     for name in STAGES:
         assert read_stage(randomized, name)["key"] != read_stage(plain, name)["key"]
     # exclude-observed under randomized response: no list holds an item of the user's randomized training set,

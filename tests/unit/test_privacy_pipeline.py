@@ -30,6 +30,14 @@ def test_every_stage_is_redone_when_epsilon_changes():
         assert all(keys[a][name] != keys[b][name] for name in STAGES), (a, b)
 
 
+def test_true_size_epochs_redo_the_teachers_only_and_only_under_randomized_response():
+    off = OwnerTrainConfig(dataset="ml-100k")
+    assert stage_keys(replace(off, rr_true_size_epochs=True), "d", "s") == stage_keys(off, "d", "s")
+    rr = replace(off, rr_epsilon=1.0)
+    plain, sized = stage_keys(rr, "d", "s"), stage_keys(replace(rr, rr_true_size_epochs=True), "d", "s")
+    assert {name for name in STAGES if plain[name] != sized[name]} == {"kd_teacher", "gd_teacher", "export"}
+
+
 def test_under_randomized_response_the_secret_keys_every_stage():
     # the flips are seeded from the secret: another secret is another randomized matrix, so other models
     config = OwnerTrainConfig(dataset="ml-100k", rr_epsilon=1.0)
