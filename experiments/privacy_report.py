@@ -485,7 +485,11 @@ def render_markdown(summaries: Sequence[SettingSummary], base: ChainConfig, seed
               "GD teacher's soft targets on each user's held-out validation and test items (0.5 = no memorisation); "
               f"\"{NO_MEMBER}\" where no listed item is a training item. \"model input pairs / true\": training "
               "pairs the owner's models saw over the true ones (above 1 under randomized response: the flipped-on "
-              "zeros).", ""]
+              "zeros). Under randomized response read the membership AUC with care: the held-out items are kept out "
+              "of the randomized input (they are the evaluation targets), so the comparison is between training "
+              "items that survived the flips as model-input positives and items the models never saw as positives; "
+              "an AUC near 1 there says the models learnt their (randomized) input, not that the true history "
+              "leaks, and when precision is near 0 it rests on a handful of listed members.", ""]
     return "\n".join(lines)
 
 
