@@ -349,27 +349,44 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
     return path
 
 
+def lambda_sweep(rows: Sequence[dict[str, Any]], family: str, fraction: float
+                 ) -> tuple[list[float], list[float], list[float], list[int]]:
+    """(lambdas, mean test HR@50, std, seeds) of the GD students of one family and size, over the seeds that ran
+    every lambda of the sweep, so each point averages the same seeds (all seeds when none ran them all)."""
+    gd = [r for r in rows if r["family"] == family and r["method"] == "gd" and math.isclose(r["fraction"], fraction)]
+    lambdas = sorted({float(r["hyperparameters"]["lambda"]) for r in gd})
+    seeds_of = [{r["seed"] for r in gd if math.isclose(r["hyperparameters"]["lambda"], lam)} for lam in lambdas]
+    common = set.intersection(*seeds_of) if seeds_of else set()
+    seeds = common or set().union(*seeds_of)
+    xs, ys, errs = [], [], []
+    for lam in lambdas:
+        chosen = select(rows, family, "gd", fraction,
+                        lambda r, lam=lam: math.isclose(r["hyperparameters"]["lambda"], lam) and r["seed"] in seeds)
+        if chosen is None:
+            continue
+        mean, std = mean_std(chosen.values("test", "HR@50"))
+        xs.append(lam)
+        ys.append(mean)
+        errs.append(0.0 if math.isnan(std) else std)
+    return xs, ys, errs, sorted(seeds)
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
 def fig4(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
-    """GD student test HR@50 vs lambda (temperature selected on validation for each lambda)."""
+    """GD student test HR@50 vs lambda (temperature selected on validation for each lambda), over the seeds that
+    ran the whole sweep."""
     families = _families(rows)
     fig, axes = _subplots(len(families))
     for ax, family in zip(axes, families or ["(none)"], strict=False):
         drawn = False
         for fraction in _fractions(rows):
-            lambdas = sorted({float(r["hyperparameters"]["lambda"]) for r in rows if r["family"] == family
-                              and r["method"] == "gd" and math.isclose(r["fraction"], fraction)})
-            xs, ys, errs = [], [], []
-            for lam in lambdas:
-                chosen = select(rows, family, "gd", fraction,
-                                lambda r, lam=lam: math.isclose(r["hyperparameters"]["lambda"], lam))
-                if chosen is None:
-                    continue
-                mean, std = mean_std(chosen.values("test", "HR@50"))
-                xs.append(lam)
-                ys.append(mean)
-                errs.append(0.0 if math.isnan(std) else std)
+            xs, ys, errs, seeds = lambda_sweep(rows, family, fraction)
             if xs:
-                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=f"GD student {_size(fraction)}")
+                label = f"GD student {_size(fraction)}, seed{'s' if len(seeds) > 1 else ''} {_seed_list(seeds)}"
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
                 drawn = True
         ax.set_xlim(-0.05, 1.05)
         ax.set_xlabel("lambda (weight of L_GD, dimensionless)")
