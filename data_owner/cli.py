@@ -22,6 +22,8 @@ from typing import Annotated, Any
 
 import typer
 
+from shared.options import json_object
+
 app = typer.Typer(
     help="GD-REC data owner: trains on raw interactions, exports only what may cross.",
     no_args_is_help=True,
@@ -191,12 +193,9 @@ def _json_option(value: str | None, what: str) -> dict[str, Any]:
     if not value:
         return {}
     try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise _fail(f"--{what} is not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(parsed, dict):
-        raise _fail(f"--{what} must be a JSON object")
-    return parsed
+        return json_object(value, f"--{what}")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -44,7 +44,12 @@ from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.export import build_export
 from data_owner.gan import CGANConfig, GeneratedLists, Generator, generated_lists, generator_scorer, train_cgan
 from data_owner.keys import CONSUMER_PATTERN
-from data_owner.privacy.controls import flip_probability, randomized_response_seed, randomized_split
+from data_owner.privacy.controls import (
+    flip_probability,
+    randomized_response_seed,
+    randomized_split,
+    teacher_epoch_pairs,
+)
 from data_owner.settings import ArtifactLayout, secret_fingerprint
 from data_owner.teacher import (
     DEFAULT_KS,
@@ -312,8 +317,7 @@ class _Chain:
     @property
     def epoch_pairs(self) -> int | None:
         """The teachers' pairs per epoch: every pair, or under `rr_true_size_epochs` the true matrix's size."""
-        c = self.config
-        return self.split.train.nnz if c.rr_epsilon is not None and c.rr_true_size_epochs else None
+        return teacher_epoch_pairs(self.split, self.config.rr_epsilon, self.config.rr_true_size_epochs)
 
     def train_config(self, epochs: int) -> TrainConfig:
         c = self.config

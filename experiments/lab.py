@@ -160,7 +160,9 @@ def evaluate_scorer(score_all, split: LeaveOneOutSplit, device, users_map: np.nd
 
 def teacher_epoch_pairs(config: ChainConfig, split: LeaveOneOutSplit) -> int | None:
     """The cap on the owner's teachers' pairs per epoch: the true matrix's size under `rr_true_size_epochs`."""
-    return split.train.nnz if config.rr_epsilon is not None and config.rr_true_size_epochs else None
+    from data_owner.privacy.controls import teacher_epoch_pairs as pairs_rule
+
+    return pairs_rule(split, config.rr_epsilon, config.rr_true_size_epochs)
 
 
 def _train_config(config: ChainConfig, epochs: int, lr: float) -> TrainConfig:

@@ -23,7 +23,6 @@ K_u sampling (`mask_sampling`):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shared.interactions import ItemSets
+from shared.options import json_object
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,7 @@ class CGANConfig:
         `option` and what is wrong: not JSON, not an object, an unknown field, or a value the config refuses."""
         if not text:
             return self
-        try:
-            given = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{option}: not JSON ({exc.msg} at column {exc.colno}): {text!r}") from None
-        if not isinstance(given, dict):
-            raise ValueError(f"{option}: expected a JSON object of CGANConfig fields, got {text!r}")
+        given = json_object(text, option)
         known = {f.name for f in fields(self)}
         unknown = sorted(set(given) - known)
         if unknown:

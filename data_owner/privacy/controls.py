@@ -86,6 +86,13 @@ def randomized_response(train: ItemSets, epsilon: float, seed: int) -> ItemSets:
     return randomized
 
 
+def teacher_epoch_pairs(split: LeaveOneOutSplit, rr_epsilon: float | None, true_size_epochs: bool) -> int | None:
+    """Pairs per teacher epoch (`TripletSampler(pairs_per_epoch)`): every pair (None), or under randomized response
+    with `true_size_epochs` as many as the true training matrix `split.train` holds (the randomized one can hold
+    hundreds of times more)."""
+    return split.train.nnz if rr_epsilon is not None and true_size_epochs else None
+
+
 def randomized_split(split: LeaveOneOutSplit, epsilon: float, seed: int) -> LeaveOneOutSplit:
     """The split the owner's models see under randomized response: training sets C~ = RR_eps(C), the held-out
     items unchanged.
