@@ -24,7 +24,13 @@ import torch
 import typer
 
 from data_owner.cli import RrTrueSizeEpochs
-from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
+from data_owner.data import (
+    DataFormatError,
+    DatasetUnavailableError,
+    LeaveOneOutSplit,
+    leave_one_out_split,
+    load_dataset,
+)
 from data_owner.export import build_export, user_token
 from data_owner.gan import CGANConfig, GeneratedLists, generated_lists, generator_scorer, train_cgan
 from data_owner.pipeline import cgan_preset
@@ -368,5 +374,16 @@ def full_app() -> typer.Typer:
     return app
 
 
+def run_cli(cli: typer.Typer) -> None:
+    """Run a research CLI; a dataset that is missing or malformed is the user's to fix, so it ends the command with
+    the loader's message (which names the file and line, or where to put the data) and exit status 2, not a
+    traceback."""
+    try:
+        cli()
+    except (DataFormatError, DatasetUnavailableError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
 def main() -> None:
-    full_app()()
+    run_cli(full_app())

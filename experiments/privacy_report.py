@@ -636,7 +636,7 @@ def privacy(
 
 
 def main() -> None:
-    app()
+    lab.run_cli(app)
 
 
 if __name__ == "__main__":
