@@ -61,11 +61,6 @@ class CGANConfig:
     mask_ratio: float = 0.3  # rho: share of non-interacted items in K_u
     mask_sampling: str = "per_user"  # "per_user" (paper) or "per_batch" (shared column sample; see module doc)
     alpha: float = 0.03  # weight of the zero-reconstruction term
-    # ours, off = the paper: D also reads two summaries of x, its mean over E_u and over K_u (1 and 0 for a real
-    # vector). On a sparse catalog D's per-item weights for x learn from K_u far more often than from E_u, so they
-    # all come to mean "fake", and G is pushed down on the user's own items too; the summaries give D a direct
-    # handle on E_u.
-    d_summaries: bool = False
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     l2_g: float = 0.0
@@ -120,9 +115,8 @@ class CGANConfig:
         kept = {k: v for k, v in asdict(self).items() if k != "progress"}
         if kept["mask_sampling"] == "per_user":
             del kept["mask_sampling"]
-        for switch in ("input_dropout", "d_summaries"):
-            if not kept[switch]:
-                del kept[switch]
+        if kept["input_dropout"] == 0:
+            del kept["input_dropout"]
         return kept
 
 
@@ -192,24 +186,16 @@ class Discriminator(nn.Module):
     """D(x | C_u) -> logit [B]. x is dense [B, n] (the masked fake), or [B, len(columns)] when x is zero outside
     the item ids `columns`, or, for the real sample x = C_u, None."""
 
-    def __init__(self, n_items: int, hidden: tuple[int, ...] = (125,), activation: str = "sigmoid",
-                 summaries: bool = False):
+    def __init__(self, n_items: int, hidden: tuple[int, ...] = (125,), activation: str = "sigmoid"):
         super().__init__()
         self.condition = _SparseInputMLP(n_items, 0, tuple(hidden), 1, activation)
         self.x_weight = nn.Parameter(torch.empty(n_items, hidden[0]))  # the x half of the first layer
         nn.init.uniform_(self.x_weight, -1.0 / np.sqrt(n_items), 1.0 / np.sqrt(n_items))
-        self.summary = nn.Linear(2, hidden[0], bias=False) if summaries else None
 
     def forward(self, items: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor | None,
-                columns: torch.Tensor | None = None, summary: torch.Tensor | None = None) -> torch.Tensor:
-        """`summary` [B, 2]: x's mean over E_u and over K_u (see `summaries`); None for the real x = C_u, whose
-        summaries are (1, 0). Read only by a discriminator built with `summaries=True`."""
+                columns: torch.Tensor | None = None) -> torch.Tensor:
         net = self.condition
         h = bag_sum(net.bag.weight, items, offsets) + net.bias
-        if self.summary is not None:
-            if summary is None:
-                summary = torch.tensor([1.0, 0.0], device=h.device).expand(h.shape[0], 2)
-            h = h + self.summary(summary)
         # x = C_u is the same bag of items; a dense x goes through the matmul (over its columns only)
         if x is None:
             h = h + bag_sum(self.x_weight, items, offsets)
@@ -257,14 +243,6 @@ class _Batch:
     def generate(self, G: Generator, noise: torch.Tensor | None) -> torch.Tensor:
         items, offsets, weights = self.g_input or (self.items, self.offsets, None)
         return G(items, offsets, noise, self.columns, weights)
-
-    def judge(self, D: Discriminator, fake: torch.Tensor) -> torch.Tensor:
-        """D's logit for the masked fake GF_u * (E_u + K_u) (with its summaries when D reads them)."""
-        summary = None
-        if D.summary is not None:
-            summary = torch.stack([(fake * self.purchased).sum(1) / self.purchased.sum(1).clamp(min=1),
-                                   (fake * self.negatives).sum(1) / self.negatives.sum(1).clamp(min=1)], dim=1)
-        return D(self.items, self.offsets, fake * (self.purchased + self.negatives), self.columns, summary)
 
 
 def drop_items(items: torch.Tensor, offsets: torch.Tensor, p: float, generator: torch.Generator
@@ -334,7 +312,7 @@ def train_cgan(
     rng = np.random.default_rng(config.seed)
     gen_rng = torch.Generator(device=device).manual_seed(config.seed)
     G = Generator(train.n_items, config.hidden_g, config.noise_dim, config.activation).to(device)
-    D = Discriminator(train.n_items, config.hidden_d, config.activation, config.d_summaries).to(device)
+    D = Discriminator(train.n_items, config.hidden_d, config.activation).to(device)
     # the fused kernel: on a CPU, the per-tensor Adam over the n-wide layers cost more than a step's matmuls
     fused = device.type in ("cpu", "cuda")
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, weight_decay=config.l2_g, fused=fused)
@@ -360,7 +338,7 @@ def train_cgan(
                 with torch.no_grad():
                     fake = b.generate(G, noise)
                 real_logit = D(b.items, b.offsets, None)
-                fake_logit = b.judge(D, fake)
+                fake_logit = D(b.items, b.offsets, fake * (b.purchased + b.negatives), b.columns)
                 loss_d = F.binary_cross_entropy_with_logits(
                     real_logit, torch.ones_like(real_logit)
                 ) + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
@@ -372,7 +350,7 @@ def train_cgan(
             for users in np.array_split(rng.permutation(users_all), max(1, users_all.size // config.batch_size)):
                 b = _batch(train, users, config, gen_rng, device)
                 fake = b.generate(G, _noise(users.size, config.noise_dim, gen_rng, device))
-                fake_logit = b.judge(D, fake)
+                fake_logit = D(b.items, b.offsets, fake * (b.purchased + b.negatives), b.columns)
                 adversarial = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
                 zero_reconstruction = (fake.pow(2) * b.negatives).sum(1).mean()
                 loss_g = adversarial + config.alpha * zero_reconstruction

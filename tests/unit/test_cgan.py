@@ -104,15 +104,13 @@ def test_input_dropout_hides_items_within_their_own_bags():
     assert b.purchased.sum() == items.numel()
 
 
-@pytest.mark.parametrize("d_summaries", [False, True])
 @pytest.mark.parametrize("mask_sampling", ["per_user", "per_batch"])
-def test_both_players_receive_gradients_and_change(mask_sampling, d_summaries):
+def test_both_players_receive_gradients_and_change(mask_sampling):
     """Regression for the PyTorch CFGAN port whose adversarial loss was computed on detached numpy arrays."""
     train, _, _ = checkerboard(n_users=16, n_items=12)
-    result = train_cgan(train, CGANConfig(epochs=2, seed=0, mask_sampling=mask_sampling, d_summaries=d_summaries,
-                                          **TINY))
+    result = train_cgan(train, CGANConfig(epochs=2, seed=0, mask_sampling=mask_sampling, **TINY))
     torch.manual_seed(0)  # the same initialisation as inside train_cgan
-    g_init, d_init = Generator(12, (32,), 4), Discriminator(12, (16,), summaries=d_summaries)
+    g_init, d_init = Generator(12, (32,), 4), Discriminator(12, (16,))
     for trained, initial in ((result.generator, g_init), (result.discriminator, d_init)):
         for (name, p_trained), p_init in zip(trained.named_parameters(), initial.parameters(), strict=True):
             assert not torch.equal(p_trained, p_init), f"{type(trained).__name__}.{name} did not change"
@@ -130,49 +128,18 @@ def test_adversarial_loss_reaches_the_generator():
     assert D.x_weight.grad is not None and D.x_weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(("mask_sampling", "input_dropout", "d_summaries"), [
-    ("per_user", 0.0, False), ("per_batch", 0.0, False), ("per_user", 0.3, False), ("per_batch", 0.3, False),
-    ("per_batch", 0.0, True)])
-def test_generator_learns_the_checkerboard(mask_sampling, input_dropout, d_summaries):
+@pytest.mark.parametrize("mask_sampling", ["per_user", "per_batch"])
+@pytest.mark.parametrize("input_dropout", [0.0, 0.3])
+def test_generator_learns_the_checkerboard(mask_sampling, input_dropout):
     """Outside the user's history, the generator's top-2 must come from the user's own half (chance: 0.5)."""
     train, _, _ = checkerboard(n_users=40, n_items=20)
     config = CGANConfig(epochs=60, lr_g=1e-2, lr_d=1e-3, alpha=0.1, eval_every=1000, patience=0, seed=1,
-                        mask_sampling=mask_sampling, input_dropout=input_dropout, d_summaries=d_summaries,
+                        mask_sampling=mask_sampling, input_dropout=input_dropout,
                         **{**TINY, "g_steps": 2, "batch_size": 10})
     result = train_cgan(train, config)
     lists = generated_lists(result.generator, train, length=2, include_observed=False)
     own_half = np.array([(lists.items[u] < 10) == (u % 2 == 0) for u in range(40)])
     assert own_half.mean() > 0.85
-
-
-def test_discriminator_summaries_are_the_fake_means_over_the_history_and_the_sampled_negatives():
-    train = ItemSets.from_lists([[0, 3], [1, 2, 5]], 6)
-    users = np.arange(2)
-    b = _batch(train, users, CGANConfig(mask_ratio=0.5), torch.Generator().manual_seed(3), torch.device("cpu"))
-    fake = torch.tensor([[0.9, 0.1, 0.2, 0.7, 0.4, 0.3], [0.5, 0.6, 0.8, 0.1, 0.2, 1.0]])
-    D = Discriminator(6, hidden=(4,), summaries=True)
-    seen = {}
-
-    def spy(items, offsets, x, columns=None, summary=None):
-        seen.update(x=x, summary=summary)
-        return torch.zeros(2)
-
-    D.forward = spy
-    b.judge(D, fake)
-    negatives = [[j for j in range(6) if b.negatives[u, j]] for u in range(2)]
-    expected = [[(0.9 + 0.7) / 2, float(np.mean([fake[0, j].item() for j in negatives[0]])) if negatives[0] else 0.0],
-                [(0.6 + 0.8 + 1.0) / 3, float(np.mean([fake[1, j].item() for j in negatives[1]])) if negatives[1]
-                 else 0.0]]
-    torch.testing.assert_close(seen["summary"], torch.tensor(expected))
-    torch.testing.assert_close(seen["x"], fake * (b.purchased + b.negatives))
-    # a real vector's summaries are (1, 0): passing them explicitly changes nothing
-    real = Discriminator(6, hidden=(4,), summaries=True)
-    items, offsets = _bags(train, users, torch.device("cpu"))
-    torch.testing.assert_close(real(items, offsets, None),
-                               real(items, offsets, None, summary=torch.tensor([[1.0, 0.0], [1.0, 0.0]])))
-    plain = Discriminator(6, hidden=(4,))  # the paper's D ignores them
-    assert plain.summary is None
-    torch.testing.assert_close(plain(items, offsets, None), plain(items, offsets, None, summary=torch.ones(2, 2)))
 
 
 def test_same_seed_same_lists_and_excluding_observed_items():
@@ -204,8 +171,6 @@ def test_identity_leaves_out_progress_and_the_default_mask_sampling():
     assert "mask_sampling" not in CGANConfig().identity()  # keys made before the switch stay valid
     assert "input_dropout" not in CGANConfig().identity()
     assert CGANConfig(input_dropout=0.5).identity()["input_dropout"] == 0.5
-    assert "d_summaries" not in CGANConfig().identity()
-    assert CGANConfig(d_summaries=True).identity()["d_summaries"] is True
     assert CGANConfig(mask_sampling="per_batch").identity()["mask_sampling"] == "per_batch"
 
 
