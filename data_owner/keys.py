@@ -80,10 +80,12 @@ def new_key() -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Authentication:
-    """The outcome of checking a presented key: `key` when it is valid, else `reason` (for a 401 detail)."""
+    """The outcome of checking a presented key: `key` when it is valid, else `reason` (for a 401 detail; a 503 when
+    `unavailable`: the key file cannot be read, so no key can be checked, and the client's key may well be fine)."""
 
     key: ApiKey | None
     reason: str = ""
+    unavailable: bool = False
 
 
 class KeyStore:
@@ -133,6 +135,9 @@ class KeyStore:
     def authenticate(self, presented: str) -> Authentication:
         """Check a presented key in constant time (per key id). Never logs or returns the key itself."""
         self.refresh()
+        if self._error is not None:  # the operator has the file's problem in the log; the client gets no path
+            return Authentication(None, "the key store is unavailable (the service's key file cannot be read): "
+                                  "try again later; the operator has been told in the service log", unavailable=True)
         key_id = parse_key_id(presented)
         record = self._keys.get(key_id) if key_id is not None else None
         expected = record.sha256 if record is not None else _DUMMY_HASH

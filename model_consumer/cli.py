@@ -155,7 +155,7 @@ def serve(
 def status(data_dir: DataDirOption = None) -> None:
     """What the data directory holds: the export pulled (and how far) and the published model."""
     from model_consumer.store import ExportStore
-    from model_consumer.students import current_version
+    from model_consumer.students import PublishedModelError, current_version
 
     settings = _settings(data_dir=data_dir)
     store = ExportStore(settings.layout.export)
@@ -165,7 +165,11 @@ def status(data_dir: DataDirOption = None) -> None:
     else:
         typer.echo(f"export {manifest.export_id}: {progress.users} of {manifest.n_users} users in "
                    f"{len(progress.pages)} page(s){'' if progress.complete else ' (incomplete)'}")
-    typer.echo(f"served model: {current_version(settings.layout) or 'none'}")
+    try:
+        typer.echo(f"served model: {current_version(settings.layout) or 'none'}")
+    except PublishedModelError as exc:
+        typer.echo(f"served model: unreadable: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

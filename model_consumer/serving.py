@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from model_consumer.settings import ConsumerLayout
-from model_consumer.students import current_version, model_dir
+from model_consumer.students import REPUBLISH, PublishedModelError, current_version, model_dir
 from shared.checkpoint import load_checkpoint
 from shared.models import Recommender
 from shared.schemas import ModelCard, ScoredItem
@@ -65,13 +65,21 @@ def load_model(layout: ConsumerLayout, device: torch.device | str = "cpu", versi
     version = version or current_version(layout)
     if version is None:
         raise NoModelError(f"no model in {layout.models}: run `gdrec-consumer distill` first")
-    model, config = load_checkpoint(model_dir(layout, version), device)
+    directory = model_dir(layout, version)
+    if not directory.is_dir():
+        raise PublishedModelError(f"model version {version!r} (from {layout.current_model}) has no folder "
+                                  f"{directory}; {REPUBLISH}")
+    try:
+        model, config = load_checkpoint(directory, device)
+        meta = config["metadata"]
+        card = ModelCard.model_validate(meta["card"])
+        tokens, item_ids = list(meta["tokens"]), list(meta["item_ids"])
+    except Exception as exc:  # torch.load of a damaged file raises almost anything (IndexError, UnpicklingError...)
+        raise PublishedModelError(f"the model in {directory} cannot be loaded ({type(exc).__name__}: {exc}); "
+                                  f"{REPUBLISH}") from exc
     model.eval()
-    meta = config["metadata"]
-    card = ModelCard.model_validate(meta["card"])
     with torch.no_grad():
         unit = torch.nn.functional.normalize(model.item_embeddings().detach().float(), dim=1)
-    items = list(meta["item_ids"])
-    return LoadedModel(model=model, card=card, token_index={t: i for i, t in enumerate(meta["tokens"])},
-                       item_ids=items, item_index={item: i for i, item in enumerate(items)}, item_unit=unit,
+    return LoadedModel(model=model, card=card, token_index={t: i for i, t in enumerate(tokens)},
+                       item_ids=item_ids, item_index={item: i for i, item in enumerate(item_ids)}, item_unit=unit,
                        device=torch.device(device))

@@ -57,12 +57,33 @@ def publish_student(run: StudentRun, bundle: ExportBundle, layout: ConsumerLayou
     return card
 
 
+class PublishedModelError(RuntimeError):
+    """The published model cannot be read: `models/current.json` or the checkpoint it points at is damaged. The
+    message names the file and what was expected."""
+
+
+REPUBLISH = "run `gdrec-consumer distill` to publish a model again"
+
+
 def current_version(layout: ConsumerLayout) -> str | None:
-    """The version `current.json` points at (None: no model published yet)."""
+    """The version `current.json` points at (None: no model published yet). PublishedModelError when the file is
+    not the JSON object {"version": "<model version>"} that `publish_student` writes."""
+    path = layout.current_model
     try:
-        return str(json.loads(layout.current_model.read_text())["version"])
+        text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PublishedModelError(f"{path} cannot be read ({exc}); {REPUBLISH}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PublishedModelError(f"{path} is not JSON ({exc}); {REPUBLISH}") from None
+    version = data.get("version") if isinstance(data, dict) else None
+    if not isinstance(version, str) or not version or "/" in version or version.startswith("."):
+        raise PublishedModelError(f'{path}: expected {{"version": "<model version>"}}, got {text.strip()[:80]!r}; '
+                                  f"{REPUBLISH}")
+    return version
 
 
 def model_dir(layout: ConsumerLayout, version: str) -> Path:

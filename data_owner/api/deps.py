@@ -39,6 +39,8 @@ def authenticate(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "malformed Authorization header: expected "
                             "'Bearer <key>'", headers=_CHALLENGE)
     result = state.keys.authenticate(presented)
+    if result.unavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, result.reason, headers={"Retry-After": "30"})
     if result.key is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, result.reason, headers=_CHALLENGE)
     return result.key

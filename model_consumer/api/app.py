@@ -22,7 +22,7 @@ from model_consumer.api.routes import admin, health, items, model, recommendatio
 from model_consumer.api.state import ServiceState
 from model_consumer.serving import NoModelError
 from model_consumer.settings import ConsumerSettings
-from model_consumer.students import current_version
+from model_consumer.students import PublishedModelError, current_version
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         loc = [str(p) for p in error.get("loc", ())]
+        if error.get("type") == "json_invalid":  # loc is ("body", <character offset>)
+            reason = (error.get("ctx") or {}).get("error", "malformed")
+            parts.append(f"request body is not valid JSON ({reason} at character {loc[-1]}); send a JSON object "
+                         "with Content-Type: application/json")
+            continue
+        if loc == ["body"] and error.get("type") == "model_attributes_type":
+            parts.append("request body: expected a JSON object (Content-Type: application/json), got "
+                         f"{type(error.get('input')).__name__}")
+            continue
         where = f"{loc[0]} parameter '{'.'.join(loc[1:])}'" if len(loc) > 1 else (loc[0] if loc else "request")
         got = error.get("input")
         parts.append(f"{where}: {error.get('msg')}" + (f" (got {got!r})" if isinstance(got, str | int) else ""))
@@ -43,22 +52,34 @@ def _validation_detail(exc: RequestValidationError) -> str:
 def _try_load(state: ServiceState) -> None:
     try:
         state.reload()
-    except NoModelError as exc:
+    except (NoModelError, PublishedModelError) as exc:
         log.warning("%s; /ready answers 503 until a model is published and reloaded", exc)
 
 
 async def _watch(state: ServiceState, every_s: float) -> None:
-    """Swap in a newly published model when models/current.json changes."""
+    """Swap in a newly published model when models/current.json changes (a version that failed to load is not
+    retried every poll: a new publication is)."""
+    failed_on: str | None = None
     while True:
         await asyncio.sleep(every_s)
         served = state.model.version if state.model else None
-        if current_version(state.settings.layout) not in (None, served):
+        try:
+            published = current_version(state.settings.layout)
+        except PublishedModelError as exc:
+            if failed_on != str(exc):  # say it once, not every poll
+                state.metrics.reloads.labels("failed").inc()
+                log.error("automatic reload failed; the old model is still served: %s", exc)
+            failed_on = str(exc)
+            continue
+        if published not in (None, served, failed_on):
             try:
                 await anyio.to_thread.run_sync(state.reload)
                 state.metrics.reloads.labels("swapped").inc()
-            except Exception:  # keep serving the old model
+                failed_on = None
+            except Exception as exc:  # keep serving the old model
                 state.metrics.reloads.labels("failed").inc()
-                log.exception("automatic reload failed; the old model is still served")
+                log.error("automatic reload of %s failed; the old model is still served: %s", published, exc)
+                failed_on = published
 
 
 def create_app(settings: ConsumerSettings) -> FastAPI:
@@ -83,12 +104,15 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
     @app.middleware("http")
     async def _measure(request: Request, call_next):
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        state.metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        state.metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
-        return response
+        code = "500"  # unless a response comes back: an unhandled error reaches the client as a 500
+        try:
+            response = await call_next(request)
+            code = str(response.status_code)
+            return response
+        finally:
+            template = getattr(request.scope.get("route"), "path", "unmatched")
+            state.metrics.requests.labels(request.method, template, code).inc()
+            state.metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

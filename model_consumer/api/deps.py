@@ -35,26 +35,29 @@ def get_model(state: State) -> LoadedModel:
 Model = Annotated[LoadedModel, Depends(get_model)]
 
 
-def _check(expected: SecretStr | None, credentials: HTTPAuthorizationCredentials | None, what: str) -> None:
+def _check(expected: SecretStr | None, request: Request, credentials: HTTPAuthorizationCredentials | None,
+           what: str) -> None:
     if expected is None:
         return
     if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing {what}: send 'Authorization: Bearer <key>'",
+        problem = "malformed Authorization header" if request.headers.get("authorization") else f"missing {what}"
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"{problem}: send 'Authorization: Bearer <key>'",
                             headers=_CHALLENGE)
     if not hmac.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"invalid {what}", headers=_CHALLENGE)
 
 
-def require_api_key(state: State, credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                         Depends(_bearer)]) -> None:
-    _check(state.settings.api_key, credentials, "API key")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_admin_key(state: State, credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                           Depends(_bearer)]) -> None:
+def require_api_key(state: State, request: Request, credentials: Credentials) -> None:
+    _check(state.settings.api_key, request, credentials, "API key")
+
+
+def require_admin_key(state: State, request: Request, credentials: Credentials) -> None:
     if state.settings.admin_key is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin routes are disabled: set GDREC_CONSUMER_ADMIN_KEY")
-    _check(state.settings.admin_key, credentials, "admin key")
+    _check(state.settings.admin_key, request, credentials, "admin key")
 
 
 ApiKey = Depends(require_api_key)

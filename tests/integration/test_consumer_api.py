@@ -140,3 +140,64 @@ def test_not_ready_until_a_model_is_published_then_reload_swaps_atomically(tmp_p
         assert client.get("/v1/model", headers=AUTH).json()["model_version"] == second.model_version
         assert client.post("/v1/admin/reload", headers=ADMIN).json()["swapped"] is False
         assert json.loads(layout.current_model.read_text()) == {"version": second.model_version}
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "detail"), [
+    ("post", "/v1/recommendations/batch", {"json": {"tokens": ["0" * 32], "k": 101}}, 422,
+     "body parameter 'k': must be at most 100"),
+    ("post", "/v1/recommendations/batch",
+     {"content": b'{"tokens": [,', "headers": {"Content-Type": "application/json"}}, 422,
+     "request body is not valid JSON"),
+    ("post", "/v1/recommendations/batch", {"content": b'{"tokens": ["a"]}', "headers": {"Content-Type": "text/plain"}},
+     422, "request body: expected a JSON object (Content-Type: application/json)"),
+    ("post", "/v1/recommendations/batch", {"json": ["a"]}, 422, "expected a JSON object"),
+    ("get", "/v1/recommendations/batch", {}, 405, "the batch route takes POST"),
+])
+def test_malformed_bodies_and_methods_get_a_precise_detail(client, method, path, kwargs, status, detail):
+    headers = {**AUTH, **kwargs.pop("headers", {})}
+    response = getattr(client, method)(path, headers=headers, **kwargs)
+    assert response.status_code == status and detail in response.json()["detail"], response.json()
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", API_KEY])
+def test_a_malformed_authorization_header_is_not_called_missing(client, bundle, header):
+    response = client.get(f"/v1/recommendations/{bundle.users[0].token}", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "malformed Authorization header: send 'Authorization: Bearer <key>'"
+
+
+@pytest.mark.parametrize(("damage", "detail"), [
+    (lambda layout, version: layout.current_model.write_text("[]"), 'expected {"version": "<model version>"}'),
+    (lambda layout, version: layout.current_model.write_text("{}"), 'expected {"version": "<model version>"}'),
+    (lambda layout, version: layout.current_model.write_text("{not json"), "is not JSON"),
+    (lambda layout, version: layout.current_model.write_text('{"version": "../../etc"}'), "expected {"),
+    (lambda layout, version: layout.current_model.write_text('{"version": "gone"}'), "has no folder"),
+    (lambda layout, version: (layout.models / version / "weights.pt").write_bytes(b"not a checkpoint"),
+     "cannot be loaded"),
+])
+def test_a_damaged_published_model_is_a_409_that_names_the_file_and_the_old_model_stays(tmp_path, bundle, damage,
+                                                                                       detail, caplog):
+    layout = ConsumerLayout(tmp_path)
+    first = distill_and_publish(bundle, TINY, layout)
+    token = bundle.users[0].token
+    with TestClient(create_app(settings(tmp_path))) as client:
+        assert client.get(f"/v1/recommendations/{token}?k=3", headers=AUTH).status_code == 200
+        damage(layout, first.model_version)
+        response = client.post("/v1/admin/reload", headers=ADMIN)
+        assert response.status_code == 409, response.json()
+        assert response.json()["detail"].startswith("reload failed, the old model is still served:")
+        assert detail in response.json()["detail"] and "gdrec-consumer distill" in response.json()["detail"]
+        assert client.get(f"/v1/recommendations/{token}?k=3", headers=AUTH).json()["model_version"] == \
+            first.model_version
+        assert 'gdrec_consumer_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
+
+
+def test_an_unhandled_error_is_counted_as_a_500_in_the_metrics(tmp_path, bundle, monkeypatch):
+    distill_and_publish(bundle, TINY, ConsumerLayout(tmp_path))
+    with TestClient(create_app(settings(tmp_path)), raise_server_exceptions=False) as client:
+        state = client.app.state.service
+        monkeypatch.setattr(type(state.model), "recommend", lambda *a, **k: 1 / 0)
+        response = client.get(f"/v1/recommendations/{bundle.users[0].token}", headers=AUTH)
+        assert response.status_code == 500 and response.json() == {"detail": "internal error (logged by the service)"}
+        assert ('gdrec_consumer_requests_total{method="GET",route="/v1/recommendations/{token}",status="500"} 1.0'
+                in client.get("/metrics").text)

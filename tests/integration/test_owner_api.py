@@ -186,6 +186,17 @@ def test_revocation_takes_effect_while_the_service_runs(client, settings, keys):
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
 
 
+def test_a_damaged_key_file_is_a_503_not_a_bad_key_and_heals_when_fixed(client, settings, keys):
+    good = settings.keys_path.read_text()
+    settings.keys_path.write_text(good[: len(good) // 2])  # a truncated edit, while the service runs
+    response = client.get("/v1/export/manifest", headers=bearer(keys["export"]))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert "key store is unavailable" in response.json()["detail"]
+    assert str(settings.keys_path) not in response.json()["detail"]  # the path stays in the server's log
+    settings.keys_path.write_text(good)
+    assert client.get("/v1/export/manifest", headers=bearer(keys["export"])).status_code == 200
+
+
 def test_wrong_scope_gets_403(client, keys):
     response = client.get("/v1/export/users", headers=bearer(keys["admin"]))
     assert response.status_code == 403 and "lacks the 'export' scope" in response.json()["detail"]

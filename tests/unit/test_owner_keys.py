@@ -77,7 +77,7 @@ def test_a_corrupt_key_file_refuses_every_key(store, logs):
     _, plain = store.add("vendor", ["export"])
     store.path.write_text('{"format_version": 1, "keys": [')
     result = store.authenticate(plain)
-    assert result.key is None
+    assert result.key is None and result.unavailable and "key store is unavailable" in result.reason
     assert "not valid JSON" in logs.text and "refused until it is fixed" in logs.text
 
 

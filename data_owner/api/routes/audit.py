@@ -23,7 +23,7 @@ class AuditQuery(BaseModel):
 @router.get("/log", response_model=AuditLogPage, summary="audit log entries after a seq, with the log's head",
             responses={401: {"model": ErrorResponse, "description": "missing, invalid or revoked API key"},
                        403: {"model": ErrorResponse, "description": "the key lacks the admin scope"},
-                       503: {"model": ErrorResponse, "description": "not ready"}})
+                       503: {"model": ErrorResponse, "description": "not ready, or the key store cannot be read"}})
 def audit_log(_: AdminKey, audit: Audit, query: Annotated[AuditQuery, Query()]) -> AuditLogPage:
     head = audit.head
     entries = audit.read(query.after, query.limit)

@@ -26,7 +26,8 @@ MAX_PAGE_SIZE = 1000
 _ERRORS = {
     401: {"model": ErrorResponse, "description": "missing, invalid or revoked API key"},
     403: {"model": ErrorResponse, "description": "the key lacks the export scope or belongs to another consumer"},
-    503: {"model": ErrorResponse, "description": "not ready, or the audit log could not record the request"},
+    503: {"model": ErrorResponse, "description": "not ready, the key store cannot be read, or the audit log could not "
+                                                 "record the request"},
 }
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, status
 
 from model_consumer.api.deps import AdminKey, State
 from model_consumer.serving import NoModelError
+from model_consumer.students import PublishedModelError
 from shared.schemas import ErrorResponse, Strict
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminKey])
@@ -23,7 +24,7 @@ class ReloadResult(Strict):
 async def reload(state: State) -> ReloadResult:
     try:
         model, swapped = await anyio.to_thread.run_sync(state.reload)
-    except (NoModelError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+    except (NoModelError, PublishedModelError) as exc:
         state.metrics.reloads.labels("failed").inc()
         raise HTTPException(status.HTTP_409_CONFLICT, f"reload failed, the old model is still served: {exc}") from None
     state.metrics.reloads.labels("swapped" if swapped else "unchanged").inc()

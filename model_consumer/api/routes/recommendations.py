@@ -20,10 +20,17 @@ ERRORS = {
 }
 
 
-def check_k(k: int, max_k: int) -> None:
+def check_k(k: int, max_k: int, where: str = "query parameter 'k'") -> None:
     if k > max_k:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"query parameter 'k': must be at most {max_k} "
-                            f"(got {k})")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{where}: must be at most {max_k} (got {k})")
+
+
+@router.get("/batch", include_in_schema=False)
+def batch_needs_post() -> None:
+    """Without this route, GET /batch would be read as a lookup of the user token "batch"."""
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED, "the batch route takes POST with a JSON body "
+                        '{"tokens": [...], "k": 10}; GET /v1/recommendations/<token> serves one user',
+                        headers={"Allow": "POST"})
 
 
 @router.get("/{token}", response_model=RecommendationList, responses=ERRORS,
@@ -44,7 +51,7 @@ def recommend(token: str, state: State, model: Model,
 @router.post("/batch", response_model=BatchRecommendations, responses=ERRORS,
              summary="top-k for many tokens at once; unknown tokens are listed, not an error")
 def recommend_batch(body: BatchRecommendationRequest, state: State, model: Model) -> BatchRecommendations:
-    check_k(body.k, state.settings.max_k)
+    check_k(body.k, state.settings.max_k, "body parameter 'k'")
     if len(body.tokens) > state.settings.max_batch:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body 'tokens': at most "
                             f"{state.settings.max_batch} per request (got {len(body.tokens)})")
