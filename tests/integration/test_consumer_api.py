@@ -201,3 +201,25 @@ def test_an_unhandled_error_is_counted_as_a_500_in_the_metrics(tmp_path, bundle,
         assert response.status_code == 500 and response.json() == {"detail": "internal error (logged by the service)"}
         assert ('gdrec_consumer_requests_total{method="GET",route="/v1/recommendations/{token}",status="500"} 1.0'
                 in client.get("/metrics").text)
+
+
+def test_the_watcher_reports_a_damaged_publication_once_and_swaps_in_the_next_good_one(tmp_path, bundle):
+    import time
+
+    layout = ConsumerLayout(tmp_path)
+    first = distill_and_publish(bundle, TINY, layout)
+    token = bundle.users[0].token
+    with TestClient(create_app(settings(tmp_path, reload_poll_s=0.02))) as client:
+        layout.current_model.write_text("{}")
+        time.sleep(0.3)  # many polls
+        assert 'gdrec_consumer_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
+        assert client.get(f"/v1/recommendations/{token}", headers=AUTH).json()["model_version"] == \
+            first.model_version
+        second = distill_and_publish(bundle, DistillConfig(epochs=2, eval_every=1, batch_size=64, progress=False,
+                                                           seed=1), layout)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and client.get("/v1/model", headers=AUTH).json()["model_version"] != \
+                second.model_version:
+            time.sleep(0.02)
+        assert client.get("/v1/model", headers=AUTH).json()["model_version"] == second.model_version
+        assert 'gdrec_consumer_model_reloads_total{outcome="swapped"} 1.0' in client.get("/metrics").text
