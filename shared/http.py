@@ -1,12 +1,13 @@
 """The HTTP client both services use to call each other: one factory (base URL, bearer key, timeouts, connection
 limits, a user agent, connect retries) and one retry helper for idempotent GETs (transport errors, 429 and 502-504,
-honouring Retry-After). The key travels only in the Authorization header and is never logged."""
+honouring Retry-After). The key travels only in the Authorization header and is never logged. On the serving side,
+`validation_detail` turns a request's validation errors into the one-line `detail` both services answer with."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -81,3 +82,28 @@ def get_with_retries(
                         attempts - 1, delay)
         sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def validation_detail(errors: Iterable[Mapping[str, Any]]) -> str:
+    """The 422 `detail` for FastAPI's validation errors (`RequestValidationError.errors()`): one clause per problem,
+    naming where it is ("query parameter 'k'", "body parameter 'tokens.0'"), what is wrong and what was sent."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ())]
+        kind = error.get("type")
+        if kind == "json_invalid":  # loc is ("body", <character offset>)
+            reason = (error.get("ctx") or {}).get("error", "malformed")
+            parts.append(f"request body is not valid JSON ({reason} at character {loc[-1]}); send a JSON object "
+                         "with Content-Type: application/json")
+            continue
+        if loc == ["body"] and kind == "model_attributes_type":
+            parts.append("request body: expected a JSON object (Content-Type: application/json), got "
+                         f"{type(error.get('input')).__name__}")
+            continue
+        where = f"{loc[0]} parameter '{'.'.join(loc[1:])}'" if len(loc) > 1 else (loc[0] if loc else "request")
+        if kind == "extra_forbidden":
+            parts.append(f"unknown {where}")
+            continue
+        got = error.get("input")
+        parts.append(f"{where}: {error.get('msg')}" + (f" (got {got!r})" if isinstance(got, str | int) else ""))
+    return "; ".join(parts)

@@ -188,7 +188,7 @@ class BatchRecommendationRequest(Strict):
     """POST /v1/recommendations/batch on the consumer: top-k for many tokens at once (the same k and exclusions)."""
 
     tokens: list[Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")]] = Field(min_length=1)
-    k: int = Field(10, ge=1)
+    k: int = Field(10, ge=1, strict=True)  # a JSON integer: true or "3" is refused, not read as 1 or 3
     exclude: list[str] = Field(default_factory=list, description="item ids to leave out of every list")
 
 

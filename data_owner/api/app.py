@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from data_owner.api.routes import audit, export, health
 from data_owner.api.state import open_state
 from data_owner.settings import OwnerSettings
+from shared.http import validation_detail
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +32,6 @@ def _version() -> str:
         return version("gdrec")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
         return "0+unknown"
-
-
-def _validation_detail(exc: RequestValidationError) -> str:
-    """One line per problem: 'query parameter 'limit': Input should be ... (got '0')'."""
-    parts = []
-    for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ())]
-        where = f"{loc[0]} parameter '{'.'.join(loc[1:])}'" if len(loc) > 1 else (loc[0] if loc else "request")
-        if error.get("type") == "extra_forbidden":
-            parts.append(f"unknown {where}")
-            continue
-        got = error.get("input")
-        parts.append(f"{where}: {error.get('msg')}" + (f" (got {got!r})" if isinstance(got, str | int) else ""))
-    return "; ".join(parts)
 
 
 def create_app(settings: OwnerSettings) -> FastAPI:
@@ -68,7 +55,8 @@ def create_app(settings: OwnerSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return JSONResponse({"detail": validation_detail(exc.errors())},
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -23,30 +23,12 @@ from model_consumer.api.state import ServiceState
 from model_consumer.serving import NoModelError
 from model_consumer.settings import ConsumerSettings
 from model_consumer.students import PublishedModelError, current_version
+from shared.http import validation_detail
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """The model consumer's side of GD-REC: a student distilled from the owner's export alone, serving
 top-K recommendations for pseudonymous user tokens. It never received raw interactions or raw user ids."""
-
-
-def _validation_detail(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ())]
-        if error.get("type") == "json_invalid":  # loc is ("body", <character offset>)
-            reason = (error.get("ctx") or {}).get("error", "malformed")
-            parts.append(f"request body is not valid JSON ({reason} at character {loc[-1]}); send a JSON object "
-                         "with Content-Type: application/json")
-            continue
-        if loc == ["body"] and error.get("type") == "model_attributes_type":
-            parts.append("request body: expected a JSON object (Content-Type: application/json), got "
-                         f"{type(error.get('input')).__name__}")
-            continue
-        where = f"{loc[0]} parameter '{'.'.join(loc[1:])}'" if len(loc) > 1 else (loc[0] if loc else "request")
-        got = error.get("input")
-        parts.append(f"{where}: {error.get('msg')}" + (f" (got {got!r})" if isinstance(got, str | int) else ""))
-    return "; ".join(parts)
 
 
 def _try_load(state: ServiceState) -> None:
@@ -116,7 +98,8 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return JSONResponse({"detail": validation_detail(exc.errors())},
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -77,6 +77,9 @@ def test_recommendations_follow_the_contract_and_leave_out_what_the_caller_asks(
     ("/v1/recommendations/{token}?k=ten", 422, "query parameter 'k'"),
     ("/v1/items/nope/similar?k=3", 404, "unknown item id 'nope'"),
     ("/v1/items/item-000/similar?k=1000", 422, "must be at most 100"),
+    ("/v1/recommendations/{token}?limt=3", 422, "unknown query parameter 'limt'"),
+    ("/v1/items/item-000/similar?foo=1", 422, "unknown query parameter 'foo'"),
+    ("/v1/model?x=1", 422, "unknown query parameter 'x'"),
 ])
 def test_bad_requests_get_a_precise_detail(client, bundle, path, status, detail):
     response = client.get(path.format(token=bundle.users[0].token), headers=AUTH)
@@ -151,6 +154,9 @@ def test_not_ready_until_a_model_is_published_then_reload_swaps_atomically(tmp_p
     ("post", "/v1/recommendations/batch", {"content": b'{"tokens": ["a"]}', "headers": {"Content-Type": "text/plain"}},
      422, "request body: expected a JSON object (Content-Type: application/json)"),
     ("post", "/v1/recommendations/batch", {"json": ["a"]}, 422, "expected a JSON object"),
+    ("post", "/v1/recommendations/batch", {"json": {"tokens": ["0" * 32], "k": True}}, 422,
+     "body parameter 'k': Input should be a valid integer"),
+    ("post", "/v1/recommendations/batch", {"json": {"tokens": ["0" * 32], "k": "3"}}, 422, "body parameter 'k'"),
     ("get", "/v1/recommendations/batch", {}, 405, "the batch route takes POST"),
 ])
 def test_malformed_bodies_and_methods_get_a_precise_detail(client, method, path, kwargs, status, detail):

@@ -244,6 +244,8 @@ def test_manifest_is_the_exports(client, keys, bundle):
     response = client.get("/v1/export/manifest", headers=bearer(keys["export"]))
     assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
     assert ExportManifest.model_validate_json(response.content) == bundle.manifest
+    typo = client.get("/v1/export/manifest?limt=5", headers=bearer(keys["export"]))
+    assert typo.status_code == 422 and typo.json()["detail"] == "unknown query parameter 'limt'"
 
 
 def test_cursors_survive_a_restart(settings, keys):

@@ -31,6 +31,12 @@ _ERRORS = {
 }
 
 
+class NoQuery(BaseModel):
+    """A route without query parameters: any given is refused (a typo is not silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class UsersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +58,8 @@ def _record(audit: AuditLog, key: ApiKey, endpoint: str, export: ServedExport, c
 
 @router.get("/manifest", response_model=ExportManifest, responses=_ERRORS,
             summary="the export's manifest: catalog, list length, temperature, teacher card, privacy switches")
-def manifest(key: ExportKey, export: Export, audit: Audit, response: Response) -> ExportManifest:
+def manifest(key: ExportKey, export: Export, audit: Audit, response: Response,
+             _: Annotated[NoQuery, Query()]) -> ExportManifest:
     _record(audit, key, "GET /v1/export/manifest", export, None, 0, 0, export.manifest_sha256)
     response.headers["Cache-Control"] = "no-store"
     return export.manifest

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from model_consumer.api.deps import ApiKey, Model, State
-from model_consumer.api.routes.recommendations import ERRORS, check_k
+from model_consumer.api.routes.recommendations import ERRORS, KQuery, check_k
 from shared.schemas import SimilarItems
 
 router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ApiKey])
@@ -15,7 +15,8 @@ router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ApiKey])
 
 @router.get("/{item_id}/similar", response_model=SimilarItems, responses=ERRORS,
             summary="the k items most similar to an item, by the student's item embeddings")
-def similar(item_id: str, state: State, model: Model, k: Annotated[int, Query(ge=1)] = 10) -> SimilarItems:
+def similar(item_id: str, state: State, model: Model, query: Annotated[KQuery, Query()]) -> SimilarItems:
+    k = query.k
     check_k(k, state.settings.max_k)
     if item_id not in model.item_index:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown item id {item_id!r}: not in the catalog of the "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from model_consumer.api.deps import ApiKey, Model
-from model_consumer.api.routes.recommendations import ERRORS
+from model_consumer.api.routes.recommendations import ERRORS, NoQuery
 from shared.schemas import ModelCard
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKey])
@@ -13,5 +15,5 @@ router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKey])
 
 @router.get("/model", response_model=ModelCard, responses=ERRORS,
             summary="family, size vs the teacher, export id, created at, lambda, temperature")
-def card(model: Model) -> ModelCard:
+def card(model: Model, _: Annotated[NoQuery, Query()]) -> ModelCard:
     return model.card

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field
 
 from model_consumer.api.deps import ApiKey, Model, State
 from shared.schemas import BatchRecommendationRequest, BatchRecommendations, ErrorResponse, RecommendationList
@@ -18,6 +19,20 @@ ERRORS = {
     422: {"model": ErrorResponse, "description": "k out of range or malformed request"},
     503: {"model": ErrorResponse, "description": "no model loaded yet"},
 }
+
+
+class NoQuery(BaseModel):
+    """A route without query parameters: any given is refused (a typo is not silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KQuery(NoQuery):
+    k: int = Field(10, ge=1, description="how many items")
+
+
+class RecommendQuery(KQuery):
+    exclude: list[str] = Field(default_factory=list, description="item ids to leave out (repeatable)")
 
 
 def check_k(k: int, max_k: int, where: str = "query parameter 'k'") -> None:
@@ -35,16 +50,15 @@ def batch_needs_post() -> None:
 
 @router.get("/{token}", response_model=RecommendationList, responses=ERRORS,
             summary="the top-k catalog items for one user token, best first")
-def recommend(token: str, state: State, model: Model,
-              k: Annotated[int, Query(ge=1, description="how many items")] = 10,
-              exclude: Annotated[list[str] | None, Query(description="item ids to leave out (repeatable)")] = None
+def recommend(token: str, state: State, model: Model, query: Annotated[RecommendQuery, Query()]
               ) -> RecommendationList:
+    k, exclude = query.k, query.exclude
     check_k(k, state.settings.max_k)
     if token not in model.token_index:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user token {token[:12]}...: the served model "
                             f"({model.version}) was trained on export {model.card.export_id[:12]}, which does not "
                             "list it")
-    items = model.recommend([token], k, exclude or [])[0]
+    items = model.recommend([token], k, exclude)[0]
     return RecommendationList(token=token, items=items, model_version=model.version)
 
 
