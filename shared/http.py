@@ -107,3 +107,14 @@ def validation_detail(errors: Iterable[Mapping[str, Any]]) -> str:
         got = error.get("input")
         parts.append(f"{where}: {error.get('msg')}" + (f" (got {got!r})" if isinstance(got, str | int) else ""))
     return "; ".join(parts)
+
+
+def repeated_query_detail(pairs: Iterable[tuple[str, str]], repeatable: frozenset[str] = frozenset()) -> str | None:
+    """The 422 `detail` when a query parameter that takes one value is given more than once (FastAPI would keep
+    the last one silently), else None. `pairs`: the query string's (name, value) pairs, in order."""
+    counts: dict[str, int] = {}
+    for name, _ in pairs:
+        counts[name] = counts.get(name, 0) + 1
+    repeated = [f"query parameter '{name}' given {n} times" for name, n in counts.items()
+                if n > 1 and name not in repeatable]
+    return "; ".join(repeated) + ": give each once" if repeated else None

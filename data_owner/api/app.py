@@ -11,14 +11,14 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import anyio
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from data_owner.api.routes import audit, export, health
 from data_owner.api.state import open_state
 from data_owner.settings import OwnerSettings
-from shared.http import validation_detail
+from shared.http import repeated_query_detail, validation_detail
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,15 @@ def _version() -> str:
         return version("gdrec")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
         return "0+unknown"
+
+
+REPEATABLE_QUERY: frozenset[str] = frozenset()  # query parameters a route reads as a list
+
+
+def _single_valued_query(request: Request) -> None:
+    detail = repeated_query_detail(request.query_params.multi_items(), REPEATABLE_QUERY)
+    if detail is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
 
 
 def create_app(settings: OwnerSettings) -> FastAPI:
@@ -48,7 +57,8 @@ def create_app(settings: OwnerSettings) -> FastAPI:
             service.audit.close()
             log.info("owner service stopped")
 
-    app = FastAPI(title="GD-REC data owner", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="GD-REC data owner", version=_version(), description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(_single_valued_query)])
     app.state.settings = settings
     app.state.ready = False
     app.state.service = None

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,7 +23,7 @@ from model_consumer.api.state import ServiceState
 from model_consumer.serving import NoModelError
 from model_consumer.settings import ConsumerSettings
 from model_consumer.students import PublishedModelError, current_version
-from shared.http import validation_detail
+from shared.http import repeated_query_detail, validation_detail
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,15 @@ async def _watch(state: ServiceState, every_s: float) -> None:
                 failed_on = published
 
 
+REPEATABLE_QUERY = frozenset({"exclude"})  # query parameters a route reads as a list
+
+
+def _single_valued_query(request: Request) -> None:
+    detail = repeated_query_detail(request.query_params.multi_items(), REPEATABLE_QUERY)
+    if detail is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
 def create_app(settings: ConsumerSettings) -> FastAPI:
     state = ServiceState(settings)
 
@@ -80,7 +89,8 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
                     await watcher
             log.info("consumer service stopped")
 
-    app = FastAPI(title="GD-REC model consumer", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="GD-REC model consumer", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(_single_valued_query)])
     app.state.service = state
 
     @app.middleware("http")

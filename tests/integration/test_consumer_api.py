@@ -80,6 +80,7 @@ def test_recommendations_follow_the_contract_and_leave_out_what_the_caller_asks(
     ("/v1/recommendations/{token}?limt=3", 422, "unknown query parameter 'limt'"),
     ("/v1/items/item-000/similar?foo=1", 422, "unknown query parameter 'foo'"),
     ("/v1/model?x=1", 422, "unknown query parameter 'x'"),
+    ("/v1/recommendations/{token}?k=1&k=2", 422, "query parameter 'k' given 2 times: give each once"),
 ])
 def test_bad_requests_get_a_precise_detail(client, bundle, path, status, detail):
     response = client.get(path.format(token=bundle.users[0].token), headers=AUTH)

@@ -246,6 +246,9 @@ def test_manifest_is_the_exports(client, keys, bundle):
     assert ExportManifest.model_validate_json(response.content) == bundle.manifest
     typo = client.get("/v1/export/manifest?limt=5", headers=bearer(keys["export"]))
     assert typo.status_code == 422 and typo.json()["detail"] == "unknown query parameter 'limt'"
+    twice = client.get("/v1/export/users?limit=1&limit=2", headers=bearer(keys["export"]))
+    assert twice.status_code == 422
+    assert twice.json()["detail"] == "query parameter 'limit' given 2 times: give each once"
 
 
 def test_cursors_survive_a_restart(settings, keys):
