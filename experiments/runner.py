@@ -39,6 +39,7 @@ enforces it).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -277,6 +278,8 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, Path):
         return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a NeuMF teacher's Pretraining
+        return dataclasses.asdict(value)
     raise TypeError(f"cannot write {type(value).__name__} to the results file")
 
 
@@ -609,6 +612,8 @@ def run_grid(spec: GridSpec) -> RunSummary:
         results = ResultsFile(spec.results_path)
         finished = results.finished_keys()
         todo = [c for c in cells if cell_key(spec, c) not in finished]
+        for cell in todo:  # fail before hours of training, not at the first row written after them
+            json.dumps(cell_settings(cell, cell_config(spec, cell), spec.baseline_options), default=_json_default)
         log.info("%d cells in the grid, %d already finished, %d to run", len(cells), len(cells) - len(todo),
                  len(todo))
         trained: list[str] = []

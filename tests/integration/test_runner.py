@@ -222,3 +222,25 @@ def test_changed_settings_give_new_cells_but_reuse_unaffected_stages(data, tmp_p
     assert counter.calls == {"train_kd_teacher": 0, "train_generator": 0, "train_gd_teacher": 0,
                              "train_raw_student": 0, "train_gd_student": 1}
     assert len(read_rows(spec.results_path)) == 3
+
+
+def test_rows_whose_settings_hold_a_pretraining_are_written(tmp_path):
+    """Regression: the citeulike-t NeuMF teacher preset carries a Pretraining dataclass; its row could not be
+    written ("cannot write Pretraining to the results file") after the teacher had trained."""
+    from data_owner.teacher import Pretraining
+
+    results = ResultsFile(tmp_path / "results.jsonl")
+    results.append({"key": "k", "settings": {"teacher": {"pretrain": Pretraining(mlp_reg=1e-4, finetune_lr=5e-4)}}})
+    (row,) = results.rows()
+    assert row["settings"]["teacher"]["pretrain"] == {"alpha": 0.5, "gmf_reg": None, "mlp_reg": 1e-4,
+                                                      "finetune_lr": 5e-4}
+    with pytest.raises(TypeError, match="cannot write object"):
+        results.append({"key": "j", "bad": object()})
+
+
+def test_settings_that_cannot_be_written_stop_the_grid_before_anything_trains(data, tmp_path, monkeypatch):
+    spec = tiny_spec(data, tmp_path / "work", methods=("teacher",), seeds=(0,))
+    spec = replace(spec, base=replace(spec.base, teacher={**spec.base.teacher, "note": object()}))
+    monkeypatch.setattr(lab, "train_kd_teacher", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(TypeError, match="cannot write object to the results file"):
+        run_grid(spec)
