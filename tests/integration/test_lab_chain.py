@@ -79,6 +79,7 @@ def test_research_clis_report_a_bad_data_file_without_a_traceback(tmp_path, monk
     bad.write_text("1\t2\t5\t881250949\n1 2 3\n")
     command = {"experiments.lab": ["gd"], "experiments.privacy_report": [],
                "experiments.cgan_search": ["--try", "{}", "--results", str(tmp_path / "search.jsonl")]}[main_module]
+    monkeypatch.chdir(tmp_path)  # the CLIs' default output folders (reports/..., runs/...) land here
     monkeypatch.setattr(sys, "argv", ["prog", *command, "--dataset", str(bad), "--no-progress"])
     with pytest.raises(SystemExit) as exit_info:
         importlib.import_module(main_module).main()
