@@ -1,7 +1,8 @@
 """The HTTP client both services use to call each other: one factory (base URL, bearer key, timeouts, connection
 limits, a user agent, connect retries) and one retry helper for idempotent GETs (transport errors, 429 and 502-504,
 honouring Retry-After). The key travels only in the Authorization header and is never logged. On the serving side,
-`validation_detail` turns a request's validation errors into the one-line `detail` both services answer with."""
+`validation_detail` turns a request's validation errors into the one-line `detail` both services answer with,
+and `repeated_query_detail` refuses a single-valued query parameter given twice."""
 
 from __future__ import annotations
 

@@ -21,6 +21,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class NoQuery(Strict):
+    """The query of an HTTP route that takes no query parameters (and the base of those that take some): an
+    unknown parameter is refused with a 422, not silently ignored."""
+
+
 class TeacherCard(Strict):
     """What the consumer may know of the teacher: its family, size and architecture widths."""
 

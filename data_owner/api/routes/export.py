@@ -14,7 +14,7 @@ from data_owner.api.deps import Audit, Export, ExportKey
 from data_owner.api.state import ServedExport
 from data_owner.audit import AuditLog, AuditWriteError
 from data_owner.keys import ApiKey
-from shared.schemas import ErrorResponse, ExportManifest, ExportPage
+from shared.schemas import ErrorResponse, ExportManifest, ExportPage, NoQuery
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,6 @@ _ERRORS = {
     503: {"model": ErrorResponse, "description": "not ready, the key store cannot be read, or the audit log could not "
                                                  "record the request"},
 }
-
-
-class NoQuery(BaseModel):
-    """A route without query parameters: any given is refused (a typo is not silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class UsersQuery(BaseModel):

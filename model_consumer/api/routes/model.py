@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from model_consumer.api.deps import ApiKey, Model
-from model_consumer.api.routes.recommendations import ERRORS, NoQuery
-from shared.schemas import ModelCard
+from model_consumer.api.routes.recommendations import ERRORS
+from shared.schemas import ModelCard, NoQuery
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKey])
 

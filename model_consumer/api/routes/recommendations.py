@@ -6,10 +6,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from model_consumer.api.deps import ApiKey, Model, State
-from shared.schemas import BatchRecommendationRequest, BatchRecommendations, ErrorResponse, RecommendationList
+from shared.schemas import (
+    BatchRecommendationRequest,
+    BatchRecommendations,
+    ErrorResponse,
+    NoQuery,
+    RecommendationList,
+)
 
 router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"], dependencies=[ApiKey])
 
@@ -19,12 +25,6 @@ ERRORS = {
     422: {"model": ErrorResponse, "description": "k out of range or malformed request"},
     503: {"model": ErrorResponse, "description": "no model loaded yet"},
 }
-
-
-class NoQuery(BaseModel):
-    """A route without query parameters: any given is refused (a typo is not silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class KQuery(NoQuery):
