@@ -32,7 +32,7 @@ from data_owner.data import (
     load_dataset,
 )
 from data_owner.export import build_export, user_token
-from data_owner.gan import CGANConfig, GeneratedLists, generated_lists, generator_scorer, train_cgan
+from data_owner.gan import CGANConfig, GeneratedLists, generated_lists, generator_scorer, top_lists, train_cgan
 from data_owner.pipeline import cgan_preset
 from data_owner.teacher import DEFAULT_KS, TeacherRun, continue_on_generated, train_base_model
 from experiments.presets import teacher_preset
@@ -46,6 +46,12 @@ from shared.training import TrainConfig
 log = logging.getLogger("gdrec.lab")
 app = typer.Typer(help="GD-REC research harness (raw data, in-process).", no_args_is_help=True,
                   add_completion=False)
+
+
+# where the GD student's lists come from: "generator" (GD-REC: the CGAN's top-L) or "teacher" (a reference for
+# research only, not data-free in spirit: the KD teacher's own top-L, which separates the generator's share of the
+# GD student's gap from the distillation's)
+LIST_SOURCES = ("generator", "teacher")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,11 @@ class ChainConfig:
     # under randomized response, each epoch of the KD and GD teachers samples as many pairs as the true training
     # matrix holds instead of every randomized pair (eps = 1 on citeulike-t multiplies the pairs by about 300)
     rr_true_size_epochs: bool = False
+    list_source: str = "generator"  # one of LIST_SOURCES
+
+    def __post_init__(self) -> None:
+        if self.list_source not in LIST_SOURCES:
+            raise ValueError(f"list source must be one of {', '.join(LIST_SOURCES)}, got {self.list_source!r}")
 
 
 @dataclass
@@ -217,6 +228,19 @@ def train_generator(config: ChainConfig, split: LeaveOneOutSplit, train_split: L
     return GeneratorStage(lists, stage, gan.seconds_per_epoch, lists.observed_share(split.train))
 
 
+def teacher_top_lists(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+                      kd_teacher: Recommender, device) -> GeneratorStage:
+    """The reference list source: the KD teacher's own top-L per user (same length and include-observed switch as
+    the generator's lists), with the teacher's metrics in the place of the generator's."""
+    started = time.perf_counter()
+    kd_teacher.eval()
+    lists = top_lists(kd_teacher.score_all, train_split.train, config.list_length, config.include_observed,
+                      seed=config.seed, device=device)
+    g_valid, g_test = evaluate_scorer(kd_teacher.score_all, split, device)
+    stage = StageResult(kd_teacher, g_valid, g_test, time.perf_counter() - started, 0, note="KD teacher's top-L")
+    return GeneratorStage(lists, stage, 0.0, lists.observed_share(split.train))
+
+
 def train_gd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                      kd_teacher: Recommender, lists: GeneratedLists, device) -> StageResult:
     """Stage 4: a copy of the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)."""
@@ -277,7 +301,10 @@ def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
     info: dict[str, Any] = {"split": split.summary(), "device": str(device), "rr_epsilon": config.rr_epsilon}
 
     kd = train_kd_teacher(config, split, train_split, device)
-    gen = train_generator(config, split, train_split, device)
+    if config.list_source == "teacher":
+        gen = teacher_top_lists(config, split, train_split, kd.model, device)
+    else:
+        gen = train_generator(config, split, train_split, device)
     info.update(cgan_seconds_per_epoch=gen.seconds_per_epoch, cgan_best_epoch=gen.generator.best_epoch,
                 observed_share=gen.observed_share)
     gd = train_gd_teacher(config, split, train_split, kd.model, gen.lists, device)
@@ -285,8 +312,9 @@ def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
     raw = train_raw_student(config, split, device)
     rows = [
         Row("Teacher (KD: raw data)", kd.params, kd.valid, kd.test, kd.seconds),
-        Row("CGAN generator as a recommender", gen.generator.params, gen.generator.valid, gen.generator.test,
-            gen.generator.seconds, gen.generator.note),
+        Row("CGAN generator as a recommender" if config.list_source == "generator"
+            else "List source: the KD teacher's top-L (reference)", gen.generator.params, gen.generator.valid,
+            gen.generator.test, gen.generator.seconds, gen.generator.note),
         Row("Teacher (GD: raw + generated)", gd.params, gd.valid, gd.test, gd.seconds),
         Row(f"GD student ({config.fraction:.0%}, data-free)", student.params, student.valid, student.test,
             student.seconds, student.note),
@@ -323,6 +351,18 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
     configure_logging(verbose)
 
 
+ListSource = Annotated[str, typer.Option(
+    help="where the GD student's lists come from: generator (GD-REC) or teacher (the KD teacher's own top-L, a "
+         "research reference that separates the generator's share of the gap)")]
+
+
+def list_source_option(value: str) -> str:
+    """The --list-source value, or a usage error naming the choices."""
+    if value not in LIST_SOURCES:
+        raise typer.BadParameter(f"--list-source must be one of {', '.join(LIST_SOURCES)}, got {value!r}")
+    return value
+
+
 @app.command()
 def gd(
     dataset: Annotated[str, typer.Option()],
@@ -342,8 +382,10 @@ def gd(
         help="randomized response on the training matrix the CGAN and teachers see (epsilon-LDP per interaction)"
     )] = None,
     rr_true_size_epochs: RrTrueSizeEpochs = False,
+    list_source: ListSource = "generator",
 ) -> None:
     """Run the whole chain in-process and print the table."""
+    list_source = list_source_option(list_source)
     try:
         cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
     except ValueError as exc:
@@ -351,7 +393,7 @@ def gd(
     config = ChainConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,
                          include_observed=include_observed, temperature=temperature, lam=lam, cgan=cgan,
                          device=device, progress=progress, rr_epsilon=rr_epsilon,
-                         rr_true_size_epochs=rr_true_size_epochs)
+                         rr_true_size_epochs=rr_true_size_epochs, list_source=list_source)
     rows, info = run_chain(config)
     typer.echo(render(rows, info, config))
     if out is not None:

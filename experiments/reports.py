@@ -12,7 +12,8 @@ Selection: for each (model, method, size) the hyperparameter setting with the hi
 the seeds that ran it is chosen; its test numbers are reported (the test item never selects anything). Table 2's GD
 row uses lambda 0.7 (the paper's) when such cells exist; fig4 selects the temperature per lambda. When a cell was
 run more than once (e.g. under changed settings), the last row in the file counts. Cells that were not run are
-printed as "not run"; nothing is filled in."""
+printed as "not run"; nothing is filled in. GD rows whose lists came from the teacher (`--list-source teacher`, a
+research reference) are not the paper's method and are left out of every table and figure."""
 
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ PAPER_TABLE2_CITEULIKE = {
 def _identity(row: dict[str, Any]) -> tuple:
     return (row["dataset"], row["family"], row["method"], row["seed"], round(float(row["fraction"]), 6),
             json.dumps(row.get("hyperparameters", {}), sort_keys=True))
+
+
+def _reference_lists(row: dict[str, Any]) -> bool:
+    """A GD row whose lists came from somewhere other than the generator (a research reference, not GD-REC)."""
+    return row.get("list_source", "generator") != "generator"
 
 
 def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -414,7 +420,11 @@ def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str |
         if len(datasets) > 1:
             raise ValueError(f"the results hold several datasets ({', '.join(datasets)}); name one")
         dataset = datasets[0] if datasets else "(no results)"
-    chosen = latest_rows(r for r in rows if r["dataset"] == dataset)
+    reference = [r for r in rows if _reference_lists(r)]
+    if reference:
+        log.warning("left out %d row(s) whose lists did not come from the generator (list source %s)",
+                    len(reference), ", ".join(sorted({r["list_source"] for r in reference})))
+    chosen = latest_rows(r for r in rows if r["dataset"] == dataset and not _reference_lists(r))
     if not chosen:
         log.warning("no rows for dataset %s; every cell renders as %r", dataset, NOT_RUN)
     out_dir = Path(out_dir)

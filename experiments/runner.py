@@ -197,9 +197,13 @@ def teacher_settings_payload(config: ChainConfig) -> dict[str, Any]:
 
 def lists_settings_payload(config: ChainConfig) -> dict[str, Any]:
     cgan = {k: v for k, v in config.cgan.identity().items() if k != "seed"}
-    return {"dataset": dataset_identity(config.dataset), "seed": config.seed, "cgan": cgan,
-            "list_length": config.list_length, "include_observed": config.include_observed,
-            "rr_epsilon": config.rr_epsilon}
+    payload = {"dataset": dataset_identity(config.dataset), "seed": config.seed, "cgan": cgan,
+               "list_length": config.list_length, "include_observed": config.include_observed,
+               "rr_epsilon": config.rr_epsilon}
+    if config.list_source != "generator":  # absent otherwise: older keys stay valid
+        del payload["cgan"]
+        payload.update(list_source=config.list_source, teacher=teacher_settings_payload(config))
+    return payload
 
 
 def gd_teacher_settings_payload(config: ChainConfig) -> dict[str, Any]:
@@ -455,7 +459,11 @@ class StageCache:
                                        n_items=int(meta["n_items"]))
             log.info("generated lists: loaded from %s", path)
             return CachedLists(lists, meta)
-        stage: GeneratorStage = lab.train_generator(config, self.split, self.train_split(config), self.device)
+        if config.list_source == "teacher":
+            stage: GeneratorStage = lab.teacher_top_lists(config, self.split, self.train_split(config),
+                                                          self.kd_teacher(config).model, self.device)
+        else:
+            stage = lab.train_generator(config, self.split, self.train_split(config), self.device)
         g = stage.generator
         meta = {"include_observed": stage.lists.include_observed, "seed": stage.lists.seed,
                 "n_items": stage.lists.n_items, "seconds_per_epoch": stage.seconds_per_epoch,
@@ -470,7 +478,7 @@ class StageCache:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        self.trained.append(f"CGAN lists seed {config.seed}")
+        self.trained.append(f"{'CGAN' if config.list_source == 'generator' else 'teacher'} lists seed {config.seed}")
         return CachedLists(stage.lists, meta)
 
     def gd_teacher(self, config: ChainConfig) -> StageResult:
@@ -557,7 +565,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
         extra = {"gd_teacher": {"valid": gd_teacher.valid, "test": gd_teacher.test, "seconds": gd_teacher.seconds,
                                 "best_epoch": gd_teacher.best_epoch, "params": gd_teacher.params},
                  "generator": gen.meta["generator"], "observed_share": gen.meta["observed_share"],
-                 "list_length": config.list_length, "include_observed": config.include_observed}
+                 "list_length": config.list_length, "include_observed": config.include_observed,
+                 **({"list_source": config.list_source} if config.list_source != "generator" else {})}
     else:  # grid_cells only makes the methods above
         raise ValueError(f"unknown method {cell.method!r}")
     model = result.model
@@ -689,6 +698,7 @@ def run_command(
     rr_epsilon: Annotated[float | None, typer.Option(help="randomized response on the owner's training matrix")]
     = None,
     rr_true_size_epochs: RrTrueSizeEpochs = False,
+    list_source: lab.ListSource = "generator",
     inference_users: Annotated[int, typer.Option(min=1, help="users per timed full-ranking batch (fig3)")] = 256,
     device: Annotated[str, typer.Option()] = "auto",
     progress: Annotated[bool, typer.Option()] = True,
@@ -703,7 +713,7 @@ def run_command(
                        patience=patience, eval_every=eval_every,
                        cgan=cgan, teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
                        device=device, progress=progress, rr_epsilon=rr_epsilon,
-                       rr_true_size_epochs=rr_true_size_epochs)
+                       rr_true_size_epochs=rr_true_size_epochs, list_source=lab.list_source_option(list_source))
     try:
         spec = GridSpec(base=base, work_dir=work_dir, families=_names(models), methods=_names(methods),
                         seeds=_ints(seeds), fractions=_floats(fractions), kd_weights=_floats(kd_weights),

@@ -5,6 +5,7 @@ Whether a user's own training items may appear in the list is a privacy switch: 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,15 +63,30 @@ def generated_lists(
     batch_size: int = 256,
 ) -> GeneratedLists:
     """Top-`length` items of GF_u for every user (same seed, same lists)."""
+    device = next(G.parameters()).device
+    return top_lists(generator_scorer(G, train, seed), train, length, include_observed, seed, device, batch_size)
+
+
+@torch.no_grad()
+def top_lists(
+    score_all: Callable[[torch.Tensor], torch.Tensor],
+    train: ItemSets,
+    length: int,
+    include_observed: bool = True,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> GeneratedLists:
+    """Top-`length` items per user of any scorer `score_all(users) -> [B, n]` (GF_u, or a reference model's
+    scores); with `include_observed=False` the user's training items are left out."""
     if not 0 < length <= train.n_items:
         raise ValueError(f"list length must lie in [1, {train.n_items}], got {length}")
-    score_all = generator_scorer(G, train, seed)
-    device = next(G.parameters()).device
+    device = torch.device(device)
     items_out = np.empty((train.n_users, length), dtype=np.int64)
     scores_out = np.empty((train.n_users, length), dtype=np.float32)
     for start in range(0, train.n_users, batch_size):
         users = np.arange(start, min(start + batch_size, train.n_users), dtype=np.int64)
-        scores = score_all(torch.as_tensor(users, device=device))
+        scores = score_all(torch.as_tensor(users, device=device)).float()
         if not include_observed:
             rows, cols = train.gather(users)
             scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf

@@ -244,3 +244,33 @@ def test_settings_that_cannot_be_written_stop_the_grid_before_anything_trains(da
     monkeypatch.setattr(lab, "train_kd_teacher", lambda *a, **k: pytest.fail("trained before the check"))
     with pytest.raises(TypeError, match="cannot write object to the results file"):
         run_grid(spec)
+
+
+def test_teacher_list_source_is_a_reference_gd_cell_that_trains_no_generator_and_stays_out_of_the_reports(
+        data, tmp_path, monkeypatch):
+    spec = tiny_spec(data, tmp_path / "work", methods=("teacher", "gd"), seeds=(0,), lambdas=(0.7,))
+    run_grid(spec)
+    counter = StageCounter(monkeypatch)
+    reference = replace(spec, base=replace(spec.base, list_source="teacher"))
+    summary = run_grid(reference)
+    assert (summary.skipped, summary.ran) == (1, 1)  # the teacher cell stands; the GD cell is a new one
+    assert counter.calls["train_generator"] == 0 and counter.calls["train_kd_teacher"] == 0  # the cached teacher
+    assert counter.calls["train_gd_teacher"] == 1 and counter.calls["train_gd_student"] == 1
+    rows = read_rows(spec.results_path)
+    paper_gd, teacher_gd = [r for r in rows if r["method"] == "gd"]
+    assert "list_source" not in paper_gd and teacher_gd["list_source"] == "teacher"
+    assert teacher_gd["key"] != paper_gd["key"]
+    # the reference lists are the KD teacher's own top-L: its metrics stand where the generator's would
+    teacher_row = next(r for r in rows if r["method"] == "teacher")
+    assert teacher_gd["generator"]["test"] == teacher_row["test"]
+
+    render_reports(rows, tmp_path / "with-reference")
+    render_reports([r for r in rows if "list_source" not in r], tmp_path / "without")
+    for name in ("table2.md", "table4.md"):
+        assert (tmp_path / "with-reference" / name).read_text() == (tmp_path / "without" / name).read_text()
+
+    with pytest.raises(ValueError, match="list source must be one of generator, teacher"):
+        replace(spec.base, list_source="popularity")
+    bad = CliRunner().invoke(full_app(), ["run", "--dataset", str(data), "--work-dir", str(tmp_path / "w2"),
+                                          "--list-source", "popularity"])
+    assert bad.exit_code == 2 and "--list-source must be one of generator, teacher" in bad.output

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_owner.gan import CGANConfig, Discriminator, Generator, cgan, generated_lists, train_cgan
+from data_owner.gan import CGANConfig, Discriminator, Generator, cgan, generated_lists, top_lists, train_cgan
 from data_owner.gan.cgan import _bags, _batch, _dense, bag_sum, drop_items, sample_negative_mask
 from shared.interactions import ItemSets
 from tests.conftest import checkerboard
@@ -153,6 +153,24 @@ def test_same_seed_same_lists_and_excluding_observed_items():
     assert excluded.as_item_sets().n_items == 12
     with pytest.raises(ValueError, match="list length"):
         generated_lists(result.generator, train, 0)
+
+
+def test_top_lists_of_any_scorer_best_first_with_or_without_the_users_own_items():
+    train = ItemSets.from_pairs(np.array([0, 0, 1]), np.array([4, 2, 0]), n_users=2, n_items=5)
+    table = torch.tensor([[0.1, 0.5, 0.9, 0.3, 0.7], [0.8, 0.2, 0.4, 0.6, 0.0]])
+
+    def score_all(users):
+        return table[users].clone()
+
+    kept = top_lists(score_all, train, 3, include_observed=True, seed=7)
+    np.testing.assert_array_equal(kept.items, [[2, 4, 1], [0, 3, 2]])
+    np.testing.assert_allclose(kept.scores, [[0.9, 0.7, 0.5], [0.8, 0.6, 0.4]])
+    assert kept.observed_share(train) == pytest.approx(3 / 6) and kept.seed == 7
+    excluded = top_lists(score_all, train, 3, include_observed=False)
+    np.testing.assert_array_equal(excluded.items, [[1, 3, 0], [3, 2, 1]])
+    assert excluded.observed_share(train) == 0.0
+    with pytest.raises(ValueError, match=r"list length must lie in \[1, 5\]"):
+        top_lists(score_all, train, 6)
 
 
 def test_config_is_validated():
