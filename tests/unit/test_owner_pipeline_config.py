@@ -63,5 +63,6 @@ def test_cgan_presets_apply_to_their_dataset_only():
     tuned = cgan_preset("citeulike-t")
     assert (tuned.mask_sampling, tuned.alpha, tuned.batch_size, tuned.g_steps, tuned.d_steps) == (
         "per_batch", 0.3, 256, 1, 1)
+    assert cgan_preset("foursquare") == tuned  # the other wide sparse catalog, untuned
     assert cgan_preset("ml-100k") == CGANConfig() and cgan_preset("some/file.dat", epochs=3) == CGANConfig(epochs=3)
     assert cgan_preset("citeulike-t", epochs=9).with_json('{"alpha": 0.03}').alpha == 0.03  # options win
