@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -241,6 +242,15 @@ def teacher_top_lists(config: ChainConfig, split: LeaveOneOutSplit, train_split:
     return GeneratorStage(lists, stage, 0.0, lists.observed_share(split.train))
 
 
+def list_stage(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+               kd_teacher: Callable[[], Recommender], device) -> GeneratorStage:
+    """The lists of `config.list_source`: the CGAN's (trained here), or the KD teacher's (`kd_teacher()` is only
+    called for those)."""
+    if config.list_source == "teacher":
+        return teacher_top_lists(config, split, train_split, kd_teacher(), device)
+    return train_generator(config, split, train_split, device)
+
+
 def train_gd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                      kd_teacher: Recommender, lists: GeneratedLists, device) -> StageResult:
     """Stage 4: a copy of the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)."""
@@ -301,10 +311,7 @@ def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
     info: dict[str, Any] = {"split": split.summary(), "device": str(device), "rr_epsilon": config.rr_epsilon}
 
     kd = train_kd_teacher(config, split, train_split, device)
-    if config.list_source == "teacher":
-        gen = teacher_top_lists(config, split, train_split, kd.model, device)
-    else:
-        gen = train_generator(config, split, train_split, device)
+    gen = list_stage(config, split, train_split, lambda: kd.model, device)
     info.update(cgan_seconds_per_epoch=gen.seconds_per_epoch, cgan_best_epoch=gen.generator.best_epoch,
                 observed_share=gen.observed_share)
     gd = train_gd_teacher(config, split, train_split, kd.model, gen.lists, device)

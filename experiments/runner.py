@@ -459,11 +459,8 @@ class StageCache:
                                        n_items=int(meta["n_items"]))
             log.info("generated lists: loaded from %s", path)
             return CachedLists(lists, meta)
-        if config.list_source == "teacher":
-            stage: GeneratorStage = lab.teacher_top_lists(config, self.split, self.train_split(config),
-                                                          self.kd_teacher(config).model, self.device)
-        else:
-            stage = lab.train_generator(config, self.split, self.train_split(config), self.device)
+        stage: GeneratorStage = lab.list_stage(config, self.split, self.train_split(config),
+                                               lambda: self.kd_teacher(config).model, self.device)
         g = stage.generator
         meta = {"include_observed": stage.lists.include_observed, "seed": stage.lists.seed,
                 "n_items": stage.lists.n_items, "seconds_per_epoch": stage.seconds_per_epoch,

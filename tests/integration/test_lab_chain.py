@@ -35,6 +35,24 @@ def test_chain_runs_end_to_end(tmp_path):
     assert "| GD student (50%, data-free)" in table
 
 
+def test_teacher_list_source_lists_the_kd_teachers_own_top_items_and_trains_no_cgan(tmp_path, monkeypatch):
+    from experiments import lab
+
+    data = tmp_path / "users.dat"
+    write_users_dat(data)
+    monkeypatch.setattr(lab, "train_generator", lambda *a, **k: pytest.fail("the reference trains no CGAN"))
+    config = ChainConfig(
+        dataset=str(data), list_length=5, include_observed=False, teacher_epochs=10, gd_epochs=2,
+        student_epochs=5, patience=0, eval_every=5, batch_size=128, list_source="teacher",
+        teacher={"model": {"dim": 16, "reg": 1e-3}, "lr": 0.02}, device="cpu", progress=False,
+    )
+    rows, info = run_chain(config)
+    kd, source = rows[0], rows[1]
+    assert source.name == "List source: the KD teacher's top-L (reference)"
+    assert source.test == kd.test and source.params == kd.params
+    assert info["observed_share"] == 0.0  # --no-include-observed: the teacher's top items outside the history
+
+
 def test_rr_epsilon_randomizes_only_the_owner_training_matrix(tmp_path):
     data = tmp_path / "users.dat"
     write_users_dat(data)
