@@ -420,7 +420,7 @@ def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str |
         if len(datasets) > 1:
             raise ValueError(f"the results hold several datasets ({', '.join(datasets)}); name one")
         dataset = datasets[0] if datasets else "(no results)"
-    reference = [r for r in rows if _reference_lists(r)]
+    reference = [r for r in rows if r["dataset"] == dataset and _reference_lists(r)]
     if reference:
         log.warning("left out %d row(s) whose lists did not come from the generator (list source %s)",
                     len(reference), ", ".join(sorted({r["list_source"] for r in reference})))
