@@ -230,20 +230,21 @@ def train_generator(config: ChainConfig, split: LeaveOneOutSplit, train_split: L
 
 
 def teacher_top_lists(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
-                      kd_teacher: Recommender, device) -> GeneratorStage:
+                      kd_teacher: StageResult, device) -> GeneratorStage:
     """The reference list source: the KD teacher's own top-L per user (same length and include-observed switch as
-    the generator's lists), with the teacher's metrics in the place of the generator's."""
+    the generator's lists), with the teacher's metrics (already measured) in the place of the generator's."""
     started = time.perf_counter()
-    kd_teacher.eval()
-    lists = top_lists(kd_teacher.score_all, train_split.train, config.list_length, config.include_observed,
+    model = kd_teacher.model
+    model.eval()
+    lists = top_lists(model.score_all, train_split.train, config.list_length, config.include_observed,
                       seed=config.seed, device=device)
-    g_valid, g_test = evaluate_scorer(kd_teacher.score_all, split, device)
-    stage = StageResult(kd_teacher, g_valid, g_test, time.perf_counter() - started, 0, note="KD teacher's top-L")
+    stage = StageResult(model, kd_teacher.valid, kd_teacher.test, time.perf_counter() - started, 0,
+                        note="KD teacher's top-L")
     return GeneratorStage(lists, stage, 0.0, lists.observed_share(split.train))
 
 
 def list_stage(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
-               kd_teacher: Callable[[], Recommender], device) -> GeneratorStage:
+               kd_teacher: Callable[[], StageResult], device) -> GeneratorStage:
     """The lists of `config.list_source`: the CGAN's (trained here), or the KD teacher's (`kd_teacher()` is only
     called for those)."""
     if config.list_source == "teacher":
@@ -311,7 +312,7 @@ def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
     info: dict[str, Any] = {"split": split.summary(), "device": str(device), "rr_epsilon": config.rr_epsilon}
 
     kd = train_kd_teacher(config, split, train_split, device)
-    gen = list_stage(config, split, train_split, lambda: kd.model, device)
+    gen = list_stage(config, split, train_split, lambda: kd, device)
     info.update(cgan_seconds_per_epoch=gen.seconds_per_epoch, cgan_best_epoch=gen.generator.best_epoch,
                 observed_share=gen.observed_share)
     gd = train_gd_teacher(config, split, train_split, kd.model, gen.lists, device)

@@ -460,7 +460,7 @@ class StageCache:
             log.info("generated lists: loaded from %s", path)
             return CachedLists(lists, meta)
         stage: GeneratorStage = lab.list_stage(config, self.split, self.train_split(config),
-                                               lambda: self.kd_teacher(config).model, self.device)
+                                               lambda: self.kd_teacher(config), self.device)
         g = stage.generator
         meta = {"include_observed": stage.lists.include_observed, "seed": stage.lists.seed,
                 "n_items": stage.lists.n_items, "seconds_per_epoch": stage.seconds_per_epoch,
