@@ -7,13 +7,15 @@
     fig2.png   accuracy of T / M=50% / S=30%
     fig3.png   full-ranking inference time of one batch of users for T / M / S (measured by the runner)
     fig4.png   GD student accuracy vs lambda
+    grid.md    every hyperparameter setting run per (model, method, size), and the one selected
 
 Selection: for each (model, method, size) the hyperparameter setting with the highest mean validation NDCG@50 over
-the seeds that ran it is chosen; its test numbers are reported (the test item never selects anything). Table 2's GD
-row uses lambda 0.7 (the paper's) when such cells exist; fig4 selects the temperature per lambda. When a cell was
-run more than once (e.g. under changed settings), the last row in the file counts. Cells that were not run are
-printed as "not run"; nothing is filled in. GD rows whose lists came from the teacher (`--list-source teacher`, a
-research reference) are not the paper's method and are left out of every table and figure."""
+the seeds that ran it is chosen, among the settings run on the most seeds (a partial grid cannot win on one lucky
+seed); its test numbers are reported (the test item never selects anything). Table 2's GD row uses lambda 0.7 (the
+paper's) when such cells exist; fig4 selects the temperature per lambda. When a cell was run more than once (e.g.
+under changed settings), the last row in the file counts. Cells that were not run are printed as "not run";
+nothing is filled in. GD rows whose lists came from the teacher (`--list-source teacher`, a research reference)
+are left out of every table and figure."""
 
 from __future__ import annotations
 
@@ -88,19 +90,38 @@ class Selected:
         return [float(row[part][metric]) for row in self.rows if metric in row.get(part, {})]
 
 
-def select(rows: Sequence[dict[str, Any]], family: str, method: str, fraction: float,
-           where: Callable[[dict[str, Any]], bool] | None = None) -> Selected | None:
-    """The setting with the best mean validation NDCG@50 over seeds, or None when no cell ran."""
+def settings(rows: Sequence[dict[str, Any]], family: str, method: str, fraction: float,
+             where: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every hyperparameter setting run for one (model, method, size): its JSON key -> its rows, by seed."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if (row["family"] == family and row["method"] == method and math.isclose(row["fraction"], fraction)
                 and (where is None or where(row))):
             groups[json.dumps(row.get("hyperparameters", {}), sort_keys=True)].append(row)
+    return {key: sorted(group, key=lambda r: r["seed"]) for key, group in sorted(groups.items())}
+
+
+def _compared(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The settings that compete: those run on the most seeds, so that every candidate is judged on as many seeds
+    (a grid still running, or run on fewer seeds, cannot win on one lucky seed)."""
+    most = max((len(group) for group in groups.values()), default=0)
+    return [key for key, group in groups.items() if len(group) == most]
+
+
+def _mean_valid(group: Sequence[dict[str, Any]]) -> float:
+    return float(np.mean([r["valid"][SELECTION_METRIC] for r in group]))
+
+
+def select(rows: Sequence[dict[str, Any]], family: str, method: str, fraction: float,
+           where: Callable[[dict[str, Any]], bool] | None = None) -> Selected | None:
+    """The setting with the best mean validation NDCG@50 over seeds, among the settings run on the most seeds;
+    None when no cell ran."""
+    groups = settings(rows, family, method, fraction, where)
     if not groups:
         return None
-    best = max(sorted(groups), key=lambda k: float(np.mean([r["valid"][SELECTION_METRIC] for r in groups[k]])))
-    chosen = sorted(groups[best], key=lambda r: r["seed"])
-    return Selected(json.loads(best), chosen, len(groups))
+    compared = _compared(groups)
+    best = max(compared, key=lambda k: _mean_valid(groups[k]))
+    return Selected(json.loads(best), groups[best], len(compared))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -261,6 +282,43 @@ def table4(rows: Sequence[dict[str, Any]], dataset: str) -> str:
     return "\n".join(lines)
 
 
+def grid(rows: Sequence[dict[str, Any]], dataset: str) -> str:
+    """Every hyperparameter setting run, for each (model, method, size) that ran more than one, with the one that
+    Table 2 reports marked: what the selection chose from, for anyone checking it."""
+    lines = _header("Hyperparameter grid: every setting run, and the one selected", dataset, rows)
+    lines += [f"Selection: best mean validation {SELECTION_METRIC} among the settings run on the most seeds "
+              "(settings with fewer seeds are shown but not compared). Test numbers are mean ± sample std over "
+              f"the setting's seeds; the test item selects nothing. GD compares temperatures at lambda {GD_LAMBDA:g} "
+              "when run (fig4 shows the lambdas).", ""]
+    gd_filter = _gd_table2_filter(rows)
+    shown = 0
+    for family in _families(rows):
+        for fraction in _fractions(rows):
+            for method in METHOD_ORDER[1:]:
+                where = gd_filter if method == "gd" else None
+                groups = settings(rows, family, method, fraction, where)
+                if len(groups) < 2:
+                    continue
+                chosen = select(rows, family, method, fraction, where)
+                compared = set(_compared(groups))
+                lines += [f"## {FAMILY_NAMES.get(family, family)}, {METHOD_NAMES[method]}, {_size(fraction)}", "",
+                          f"| setting | seeds | valid {SELECTION_METRIC} | test HR@50 | test NDCG@50 | |",
+                          "|---|---|---|---|---|---|"]
+                for key, group in sorted(groups.items(), key=lambda kv: -_mean_valid(kv[1])):
+                    hp = json.loads(key)
+                    mark = ("**selected**" if chosen is not None and hp == chosen.hyperparameters
+                            else "" if key in compared else "fewer seeds: not compared")
+                    lines.append(f"| {_hp(hp)} | {_seed_list([r['seed'] for r in group])} | "
+                                 f"{fmt([r['valid'][SELECTION_METRIC] for r in group])} | "
+                                 f"{fmt([r['test']['HR@50'] for r in group])} | "
+                                 f"{fmt([r['test']['NDCG@50'] for r in group])} | {mark} |")
+                lines.append("")
+                shown += 1
+    if not shown:
+        lines += ["Every (model, method, size) ran a single setting: there was no grid to select from.", ""]
+    return "\n".join(lines)
+
+
 def _stage_row(name: str, entries: list[tuple[dict, dict, int]]) -> str:
     if not entries:
         return f"| {name} | {NOT_RUN} | {NOT_RUN} | {NOT_RUN} | 0 | - |"
@@ -413,7 +471,7 @@ def fig4(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
 
 
 def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str | None = None) -> list[Path]:
-    """Write table2/3/4.md and fig2/3/4.png for one dataset; returns the paths written."""
+    """Write table2/3/4.md, grid.md and fig2/3/4.png for one dataset; returns the paths written."""
     rows = list(rows)
     datasets = sorted({r["dataset"] for r in rows})
     if dataset is None:
@@ -430,7 +488,7 @@ def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, build in (("table2.md", table2), ("table3.md", table3), ("table4.md", table4)):
+    for name, build in (("table2.md", table2), ("table3.md", table3), ("table4.md", table4), ("grid.md", grid)):
         target = out_dir / name
         target.write_text(build(chosen, dataset) + "\n", encoding="utf-8")
         written.append(target)

@@ -141,7 +141,7 @@ def check_reports(rows, out):
     dataset = rows[0]["dataset"]
     written = render_reports(rows, out)
     names = sorted(p.name for p in written)
-    assert names == ["fig2.png", "fig3.png", "fig4.png", "table2.md", "table3.md", "table4.md"]
+    assert names == ["fig2.png", "fig3.png", "fig4.png", "grid.md", "table2.md", "table3.md", "table4.md"]
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     table2 = (out / "table2.md").read_text()
@@ -159,6 +159,10 @@ def check_reports(rows, out):
     # GD in table 2 is the lambda 0.7 cell (the paper's), never the lambda 0 one
     assert select(rows, "bpr", "gd", 0.5, lambda r: math.isclose(r["hyperparameters"]["lambda"], 0.7)) is not None
     assert "lambda 0.7" in next(ln for ln in table2.splitlines() if ln.startswith("| M (50%) | GD |"))
+    # grid.md shows both RD weights, with the one table 2 reports marked
+    grid_md = (out / "grid.md").read_text()
+    assert "## BPR, RD, M (50%)" in grid_md and "## BPR, CD, M (50%)" in grid_md
+    assert f"| kd_weight {best:g} | 0, 1 |" in grid_md and grid_md.count("**selected**") == 3  # RD, CD, BD
     table3 = (out / "table3.md").read_text()
     assert "## Full ranking" in table3 and "## Sampled" in table3 and "0.321" not in table3  # not ml-100k
     table4 = (out / "table4.md").read_text()
