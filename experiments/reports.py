@@ -116,7 +116,10 @@ def select(rows: Sequence[dict[str, Any]], family: str, method: str, fraction: f
            where: Callable[[dict[str, Any]], bool] | None = None) -> Selected | None:
     """The setting with the best mean validation NDCG@50 over seeds, among the settings run on the most seeds;
     None when no cell ran."""
-    groups = settings(rows, family, method, fraction, where)
+    return _pick(settings(rows, family, method, fraction, where))
+
+
+def _pick(groups: dict[str, list[dict[str, Any]]]) -> Selected | None:
     if not groups:
         return None
     compared = _compared(groups)
@@ -299,7 +302,7 @@ def grid(rows: Sequence[dict[str, Any]], dataset: str) -> str:
                 groups = settings(rows, family, method, fraction, where)
                 if len(groups) < 2:
                     continue
-                chosen = select(rows, family, method, fraction, where)
+                chosen = _pick(groups)
                 compared = set(_compared(groups))
                 lines += [f"## {FAMILY_NAMES.get(family, family)}, {METHOD_NAMES[method]}, {_size(fraction)}", "",
                           f"| setting | seeds | valid {SELECTION_METRIC} | test HR@50 | test NDCG@50 | |",
