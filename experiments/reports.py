@@ -13,7 +13,9 @@ Selection: for each (model, method, size) the hyperparameter setting with the hi
 the seeds that ran it is chosen, among the settings run on the most seeds (a partial grid cannot win on one lucky
 seed); its test numbers are reported (the test item never selects anything). Table 2's GD row uses lambda 0.7 (the
 paper's) when such cells exist; fig4 selects the temperature per lambda. When a cell was run more than once (e.g.
-under changed settings), the last row in the file counts. Cells that were not run are printed as "not run";
+under changed settings), the row finished last counts. Several results files (runs split over work dirs to use
+more cores) are read together: `--results` repeated, rows merged in the order they finished, copies of one row (a
+results file pre-seeded with another's rows) counted once; `--save-rows` writes that union for committing. Cells that were not run are printed as "not run";
 nothing is filled in. GD rows whose lists came from the teacher (`--list-source teacher`, a research reference)
 are left out of every table and figure."""
 
@@ -500,16 +502,50 @@ def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str |
     return written
 
 
+def merged_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """The rows of several results files as one list, in the order the cells finished (a file's own order breaks
+    ties); a row present in more than one file (same cell key and finish time) is kept once."""
+    seen: set[str] = set()
+    rows = []
+    for path in paths:
+        for row in read_rows(path):
+            identity = (json.dumps([row["key"], row["finished_at"]]) if "key" in row and "finished_at" in row
+                        else json.dumps(row, sort_keys=True))
+            if identity not in seen:
+                seen.add(identity)
+                rows.append(row)
+    return sorted(rows, key=lambda row: str(row.get("finished_at", "")))
+
+
+def write_rows(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    """Write rows as JSONL through a temporary file, so an interrupted write leaves the old file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    partial.replace(path)
+
+
 def report_command(
-    results: Annotated[Path, typer.Option(help="the runner's JSONL results")],
+    results: Annotated[list[Path], typer.Option(
+        help="the runner's JSONL results; repeat to merge runs split over several work dirs")],
     out: Annotated[Path, typer.Option(help="folder for the tables and figures, e.g. reports/ml-100k/")],
     dataset: Annotated[str | None, typer.Option(help="which dataset of the results (default: the only one)")] = None,
+    save_rows: Annotated[Path | None, typer.Option(
+        help="also write the merged rows here (e.g. reports/ml-100k/results.jsonl, to commit beside the reports)")
+    ] = None,
 ) -> None:
-    """Render table2/3/4.md and fig2/3/4.png from a results file."""
-    if not results.is_file():
-        raise typer.BadParameter(f"no results file at {results}")
+    """Render table2/3/4.md, grid.md and fig2/3/4.png from one or more results files."""
+    missing = [str(path) for path in results if not path.is_file()]
+    if missing:
+        raise typer.BadParameter(f"no results file at {', '.join(missing)}; pass the results.jsonl of a "
+                                 "`gdrec-lab run` work dir")
+    rows = merged_rows(results)
     try:
-        written = render_reports(read_rows(results), out, dataset)
+        written = render_reports(rows, out, dataset)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if save_rows is not None:
+        write_rows(rows, save_rows)
+        written.append(save_rows)
     typer.echo("\n".join(str(p) for p in written))
