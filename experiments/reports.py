@@ -15,9 +15,9 @@ seed); its test numbers are reported (the test item never selects anything). Tab
 paper's) when such cells exist; fig4 selects the temperature per lambda. When a cell was run more than once (e.g.
 under changed settings), the row finished last counts. Several results files (runs split over work dirs to use
 more cores) are read together: `--results` repeated, rows merged in the order they finished, copies of one row (a
-results file pre-seeded with another's rows) counted once; `--save-rows` writes that union for committing. Cells that were not run are printed as "not run";
-nothing is filled in. GD rows whose lists came from the teacher (`--list-source teacher`, a research reference)
-are left out of every table and figure."""
+results file pre-seeded with another's rows) counted once; `--save-rows` writes that union for committing. Cells
+that were not run are printed as "not run"; nothing is filled in. GD rows whose lists came from the teacher
+(`--list-source teacher`, a research reference) are left out of every table and figure."""
 
 from __future__ import annotations
 
