@@ -82,6 +82,9 @@ class ChainConfig:
     # matrix holds instead of every randomized pair (eps = 1 on citeulike-t multiplies the pairs by about 300)
     rr_true_size_epochs: bool = False
     list_source: str = "generator"  # one of LIST_SOURCES
+    # where the stage being trained keeps its resumable training state (shared.training); None: nowhere. Not a
+    # setting of the result: it never enters a cache key.
+    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.list_source not in LIST_SOURCES:
@@ -185,7 +188,7 @@ def teacher_epoch_pairs(config: ChainConfig, split: LeaveOneOutSplit) -> int | N
 
 def _train_config(config: ChainConfig, epochs: int, lr: float) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=lr, patience=config.patience, eval_every=config.eval_every,
-                       seed=config.seed, progress=config.progress)
+                       seed=config.seed, progress=config.progress, checkpoint_dir=config.checkpoint_dir)
 
 
 def _as_stage(run: TeacherRun, split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, device) -> StageResult:

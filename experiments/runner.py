@@ -30,10 +30,13 @@ and fsync'ed before the next cell starts. The line's `key` hashes the cell and t
 
 Continuing an interrupted run (Ctrl-C, a crash, a lost machine): run the very same command again. Finished cells
 (their key is in the results file) are skipped, the cached teachers / lists / GD teachers are loaded instead of
-trained, and only the cell that was running and the ones after it are computed. A partial last line left by a
-crash mid-write is cut off (with a warning) before appending. Widening the grid later (more seeds, another
-method) also reuses everything already there. Only one runner may use a work directory at a time (a lock file
-enforces it).
+trained, and only the cell that was running and the ones after it are computed. The cell that was running continues
+where its training was last saved: the training loop of a KD or GD teacher, a raw-data student or an RD / CD / BD
+student saves its state every 5 minutes under cache/<dataset>/partial/ (shared.training; removed once the cell or
+stage is kept) and ends exactly as an uninterrupted run would; the CGAN and the GD student start over. A partial
+last line left by a crash mid-write is cut off (with a warning) before appending. Widening the grid later (more
+seeds, another method) also reuses everything already there. Only one runner may use a work directory at a time (a
+lock file enforces it).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -424,6 +428,10 @@ class StageCache:
             self._memory[key] = build()
         return self._memory[key]
 
+    def partial(self, name: str) -> Path:
+        """Where a stage or cell still in training keeps its resumable state (removed once it is kept)."""
+        return self.root / "partial" / name
+
     def _checkpointed(self, directory: Path, train: Callable[[], StageResult], what: str) -> StageResult:
         if (directory / "config.json").is_file():
             model, saved = load_checkpoint(directory, self.device)
@@ -434,6 +442,7 @@ class StageCache:
         stage = train()
         save_checkpoint(directory, stage.model, {"valid": stage.valid, "test": stage.test, "seconds": stage.seconds,
                                                  "best_epoch": stage.best_epoch, "what": what})
+        shutil.rmtree(self.partial(directory.name), ignore_errors=True)
         self.trained.append(what)
         stage.extra["cached"] = False
         return stage
@@ -441,8 +450,9 @@ class StageCache:
     def kd_teacher(self, config: ChainConfig) -> StageResult:
         key = _digest(teacher_settings_payload(config))
         directory = self.root / "teachers" / f"{config.family}-seed{config.seed}-{key}"
+        resumable = replace(config, checkpoint_dir=str(self.partial(directory.name)))
         return self._remember(("kd", key), lambda: self._checkpointed(
-            directory, lambda: lab.train_kd_teacher(config, self.split, self.train_split(config), self.device),
+            directory, lambda: lab.train_kd_teacher(resumable, self.split, self.train_split(config), self.device),
             f"KD teacher {config.family} seed {config.seed}"))
 
     def generator(self, config: ChainConfig) -> CachedLists:
@@ -485,7 +495,9 @@ class StageCache:
         def train() -> StageResult:
             kd = self.kd_teacher(config)
             lists = self.generator(config).lists
-            return lab.train_gd_teacher(config, self.split, self.train_split(config), kd.model, lists, self.device)
+            resumable = replace(config, checkpoint_dir=str(self.partial(directory.name)))
+            return lab.train_gd_teacher(resumable, self.split, self.train_split(config), kd.model, lists,
+                                        self.device)
 
         return self._remember(("gd", key), lambda: self._checkpointed(
             directory, train, f"GD teacher {config.family} seed {config.seed}"))
@@ -544,9 +556,13 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
+def cell_partial(cell: Cell, ctx: CellContext) -> Path:
+    return ctx.stages.partial(f"cell-{cell_key(ctx.spec, cell)}")
+
+
 def run_cell(cell: Cell, ctx: CellContext) -> dict[str, Any]:
     """Train and evaluate one cell; the result row (not yet written)."""
-    config = cell_config(ctx.spec, cell)
+    config = replace(cell_config(ctx.spec, cell), checkpoint_dir=str(cell_partial(cell, ctx)))
     started = time.perf_counter()
     extra: dict[str, Any] = {}
     if cell.method == "teacher":
@@ -632,6 +648,7 @@ def run_grid(spec: GridSpec) -> RunSummary:
                 bar.set_postfix_str(cell.label())
                 row = run_cell(cell, ctx)
                 results.append(row)
+                shutil.rmtree(cell_partial(cell, ctx), ignore_errors=True)
                 log.info("%s: valid %s %.4f, test HR@50 %.4f (%.0f s)", cell.label(), SELECTION_METRIC,
                          row["valid"][SELECTION_METRIC], row["test"]["HR@50"], row["cell_seconds"])
             bar.close()

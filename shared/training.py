@@ -1,15 +1,26 @@
 """A small training loop that knows nothing about the model: epochs of batches, a loss, Adam, periodic
 validation with early stopping (patience) on one metric, the best weights restored at the end, a NaN guard that
-says what to do, a tqdm bar that callers can turn off, and explicit seeds."""
+says what to do, a tqdm bar that callers can turn off, and explicit seeds.
+
+With `TrainConfig.checkpoint_dir` set, a run survives interruption: at the end of an epoch, at most every
+`checkpoint_every_s` seconds, the loop state is written to `<dir>/<description>-<hash>.pt` (the weights, the
+optimiser's moments, the best weights so far, the numpy and torch random states and, when the batch source has
+`state_dict()` / `load_state_dict()`, its state). Called again with the same settings, `fit` continues after the
+last saved epoch and ends exactly as an uninterrupted run would. A finished run leaves a final record, so a chain of
+fits (NeuMF pre-training) repeats none that finished; the caller removes the folder once the whole stage is kept."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,10 +46,14 @@ class TrainConfig:
     min_delta: float = 0.0
     seed: int = 0
     progress: bool = True
+    checkpoint_dir: str | None = None  # None: no resumable state is written
+    checkpoint_every_s: float = 300.0  # at most this often (0: every epoch); always when the run ends
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.eval_every <= 0 or self.patience < 0:
             raise ValueError("epochs and eval_every must be positive and patience non-negative")
+        if self.checkpoint_every_s < 0:
+            raise ValueError(f"checkpoint_every_s must be non-negative, got {self.checkpoint_every_s}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
@@ -79,6 +94,15 @@ class _Optimizers:
         for part in self.parts:
             part.step()
 
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [part.state_dict() for part in self.parts]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != len(self.parts):
+            raise ValueError(f"the saved optimiser has {len(states)} parts, this one {len(self.parts)}")
+        for part, state in zip(self.parts, states, strict=True):
+            part.load_state_dict(state)
+
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> Any:
     """Adam for dense parameters plus SparseAdam for embeddings built with `sparse=True` (weight decay applies
@@ -99,7 +123,8 @@ def fit(
     """Train `model` in place and restore the weights of the best validation epoch.
 
     batches(epoch, rng) yields batch objects with `.to(device)`; loss_fn(batch) -> scalar (default:
-    `model.loss`); validate() -> metrics dict containing `config.metric` (None: no selection, keep the last)."""
+    `model.loss`); validate() -> metrics dict containing `config.metric` (None: no selection, keep the last).
+    With `config.checkpoint_dir`, continues from a saved state of the same run (see the module's docstring)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     rng = np.random.default_rng(config.seed)
@@ -111,12 +136,36 @@ def fit(
     result = TrainResult(best_epoch=0, best_metrics={})
     best_value = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
-    if validate is not None:
+    stale, first_epoch, seconds_before = 0, 1, 0.0
+    store = _Checkpoint.for_run(config, description, model)
+    saved = store.load() if store is not None else None
+    if saved is not None and saved["finished"]:
+        model.load_state_dict(saved["model"])
+        log.info("%s: finished before (best epoch %d), restored from %s", description, saved["best_epoch"], store)
+        return _result_from(saved, seconds=saved["seconds"])
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if saved["batches"] is not None:
+            batches.load_state_dict(saved["batches"])  # type: ignore[attr-defined]
+        rng.bit_generator.state = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        result = _result_from(saved, seconds=0.0)
+        best_value, best_state, stale = saved["best_value"], saved["best_state"], saved["stale"]
+        first_epoch, seconds_before = saved["epoch"] + 1, saved["seconds"]
+        log.info(
+            "%s: resuming after epoch %d (best so far %d) from %s",
+            description,
+            saved["epoch"],
+            result.best_epoch,
+            store,
+        )
+    elif validate is not None:
         best_metrics = _validated(model, validate, config.metric)
         best_value, result.best_metrics = best_metrics[config.metric], best_metrics
         best_state = copy.deepcopy(model.state_dict())
-    stale = 0
-    bar = tqdm(range(1, config.epochs + 1), desc=description, disable=not config.progress, leave=False)
+    last_save = time.perf_counter()
+    bar = tqdm(range(first_epoch, config.epochs + 1), desc=description, disable=not config.progress, leave=False)
     for epoch in bar:
         model.train()
         total, steps = 0.0, 0
@@ -163,13 +212,94 @@ def fit(
                 result.best_epoch,
             )
             break
+        if store is not None and epoch < config.epochs and time.perf_counter() - last_save >= config.checkpoint_every_s:
+            store.save(
+                {
+                    "finished": False,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "batches": batches.state_dict() if hasattr(batches, "state_dict") else None,  # type: ignore[attr-defined]
+                    "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "best_value": best_value,
+                    "best_state": best_state,
+                    "stale": stale,
+                    "seconds": seconds_before + time.perf_counter() - started,
+                    **_result_fields(result),
+                }
+            )
+            last_save = time.perf_counter()
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         result.best_epoch = result.epochs_run
-    result.seconds = time.perf_counter() - started
+    result.seconds = seconds_before + time.perf_counter() - started
+    if store is not None:
+        store.save({"finished": True, "model": model.state_dict(), "seconds": result.seconds, **_result_fields(result)})
     return result
+
+
+def _result_fields(result: TrainResult) -> dict[str, Any]:
+    return {
+        "best_epoch": result.best_epoch,
+        "best_metrics": result.best_metrics,
+        "history": result.history,
+        "stopped_early": result.stopped_early,
+    }
+
+
+def _result_from(saved: dict[str, Any], seconds: float) -> TrainResult:
+    return TrainResult(
+        best_epoch=saved["best_epoch"],
+        best_metrics=dict(saved["best_metrics"]),
+        history=[dict(h) for h in saved["history"]],
+        seconds=seconds,
+        stopped_early=saved["stopped_early"],
+    )
+
+
+class _Checkpoint:
+    """One run's resumable state in one file, written through a temporary file (an interrupted write leaves the
+    previous state whole); a file written by a run with other settings or another model is ignored."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path, self.fingerprint = path, fingerprint
+
+    @classmethod
+    def for_run(cls, config: TrainConfig, description: str, model: nn.Module) -> _Checkpoint | None:
+        if config.checkpoint_dir is None:
+            return None
+        settings = {
+            k: v for k, v in asdict(config).items() if k not in ("progress", "checkpoint_dir", "checkpoint_every_s")
+        }
+        shapes = [(name, list(t.shape)) for name, t in model.state_dict().items()]
+        fingerprint = hashlib.sha256(repr((description, sorted(settings.items()), shapes)).encode()).hexdigest()
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", description).strip("-")[:60] or "train"
+        return cls(Path(config.checkpoint_dir) / f"{name}-{fingerprint[:12]}.pt", fingerprint)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file must not stop a run that can start over
+            log.warning("%s: unreadable training checkpoint (%s), starting over", self.path, exc)
+            return None
+        if saved.get("fingerprint") != self.fingerprint:
+            log.warning("%s was written by a run with other settings; starting over", self.path)
+            return None
+        return saved
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        torch.save({"fingerprint": self.fingerprint, **state}, partial)
+        os.replace(partial, self.path)
 
 
 def _validated(model: nn.Module, validate: Callable[[], dict[str, float]], metric: str) -> dict[str, float]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,6 +146,16 @@ class BDSampler(PairKDSampler):
                                               counts, generator))
         self.student_pool = np.concatenate(student_parts)
         self.teacher_pool = np.concatenate(teacher_parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current period's pools (drawn from the models as they were at its start), for a resumed run."""
+        return {"student_pool": torch.from_numpy(self.student_pool),
+                "teacher_pool": torch.from_numpy(self.teacher_pool), "period_start": self.period_start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.student_pool = state["student_pool"].numpy().astype(np.int64, copy=True)
+        self.teacher_pool = state["teacher_pool"].numpy().astype(np.int64, copy=True)
+        self.period_start = int(state["period_start"])
 
     def start_epoch(self, epoch: int, rng: np.random.Generator) -> None:
         if (epoch - 1) % self.options.refresh_every == 0 or self.student_pool.size == 0:

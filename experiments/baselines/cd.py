@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -91,6 +91,14 @@ class CDSampler(PairKDSampler):
         self.guide, self.refresh, self.device = guide, refresh, device
         self.probabilities = rank_probabilities(options.top_n, options.rank_decay)
         self.top_lists: np.ndarray | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The guide's top lists in use (they may come from an earlier epoch's student), for a resumed run."""
+        return {"top_lists": None if self.top_lists is None else torch.from_numpy(self.top_lists)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        lists = state["top_lists"]
+        self.top_lists = None if lists is None else lists.numpy().astype(np.int64, copy=True)
 
     def start_epoch(self, epoch: int, rng: np.random.Generator) -> None:
         if self.top_lists is None or (self.refresh and (epoch - 1) % self.options.refresh_every == 0):

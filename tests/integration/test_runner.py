@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import shared.training as training
 from data_owner.gan import CGANConfig
 from experiments import lab
 from experiments.lab import ChainConfig, full_app
@@ -100,6 +101,7 @@ def test_grid_runs_every_method_resumes_after_an_interruption_and_skips_finished
     rows = read_rows(spec.results_path)
     assert len(rows) == len(cells)
     assert {r["key"] for r in rows} == {cell_key(spec, c) for c in cells}
+    assert not list((tmp_path / "work" / "cache").glob("*/partial/*"))  # kept cells and stages leave no state
 
     # 3. and once more: nothing to do, the file is untouched
     before = spec.results_path.read_bytes()
@@ -172,6 +174,39 @@ def check_reports(rows, out):
     partial = render_reports([r for r in rows if r["method"] != "bd"], out / "partial", dataset)
     table2 = partial[0].read_text()
     assert "| M (50%) | BD | not run | not run | 0 |" in table2
+
+
+def test_a_cell_killed_mid_training_continues_from_its_last_saved_epoch(data, tmp_path, monkeypatch, caplog):
+    spec = tiny_spec(data, tmp_path / "work", methods=("teacher", "student", "rd"), seeds=(0,), kd_weights=(1.0,))
+    spec = replace(spec, base=replace(spec.base, teacher_epochs=4))
+    plain = {r["method"]: r for r in read_rows(run_grid(replace(spec, work_dir=tmp_path / "plain")).results)}
+
+    every_epoch = lab._train_config
+    monkeypatch.setattr(lab, "_train_config", lambda *a: replace(every_epoch(*a), checkpoint_every_s=0))
+    save, saves = training._Checkpoint.save, []
+
+    def dying_save(self, state):  # the teacher saves epochs 1-3 and its end; the student dies after its epoch 2
+        save(self, state)
+        saves.append(self.path)
+        if len(saves) == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._Checkpoint, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(spec)
+    assert [r["method"] for r in read_rows(spec.results_path)] == ["teacher"]
+    assert [p.parent.name for p in (spec.work_dir / "cache").glob("*/partial/*/*.pt")] == [saves[-1].parent.name]
+    assert saves[-1].parent.name.startswith("cell-")
+
+    monkeypatch.setattr(training._Checkpoint, "save", save)
+    with caplog.at_level("INFO", logger="shared.training"):
+        run_grid(spec)
+    assert "resuming after epoch 2" in caplog.text
+    rows = {r["method"]: r for r in read_rows(spec.results_path)}
+    for method in ("student", "rd"):  # the resumed cell and the next one match the uninterrupted run exactly
+        assert (rows[method]["valid"], rows[method]["test"]) == (plain[method]["valid"], plain[method]["test"])
+        assert rows[method]["best_epoch"] == plain[method]["best_epoch"]
+    assert not list((spec.work_dir / "cache").glob("*/partial/*"))
 
 
 def test_cli_run_and_report(data, tmp_path):

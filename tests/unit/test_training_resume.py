@@ -1,0 +1,157 @@
+"""Resumable training (shared.training, `TrainConfig.checkpoint_dir`): a run interrupted after a saved epoch and
+started again ends exactly as the uninterrupted run, for the plain loop, the NeuMF pre-training chain and the KD
+baselines whose samplers keep state between epochs (CD's top lists, BD's sampling pools)."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import shared.training as training
+from data_owner.data.split import LeaveOneOutSplit
+from data_owner.teacher import Pretraining, train_base_model
+from experiments.baselines import train_kd_student
+from shared.models import config_at_fraction
+from shared.training import TrainConfig
+from tests.unit.test_baselines import FAMILIES, board_split
+
+CONFIG = TrainConfig(epochs=12, lr=0.02, eval_every=2, patience=0, progress=False, metric="HR@5",
+                     checkpoint_every_s=0)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """interrupt_after(n): the n-th mid-run save is written, then the run dies (as a killed process would)."""
+    save = training._Checkpoint.save
+
+    def arm(n: int):
+        count = {"saves": 0}
+
+        def dying_save(self, state):
+            save(self, state)
+            if not state["finished"]:
+                count["saves"] += 1
+                if count["saves"] == n:
+                    monkeypatch.setattr(training._Checkpoint, "save", save)
+                    raise Interrupted(f"killed after epoch {state['epoch']}")
+
+        monkeypatch.setattr(training._Checkpoint, "save", dying_save)
+
+    return arm
+
+
+def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def teacher_run(split: LeaveOneOutSplit, config: TrainConfig, family: str = "bpr", pretrain=None):
+    return train_base_model(split, family, FAMILIES[family], config, batch_size=64, pretrain=pretrain)
+
+
+def test_an_interrupted_fit_resumes_and_ends_as_the_uninterrupted_run(tmp_path, interrupt_after, caplog):
+    split = board_split()
+    plain = teacher_run(split, CONFIG)
+    resumable = replace(CONFIG, checkpoint_dir=str(tmp_path))
+    interrupt_after(5)  # epoch 5: between two evaluations, after the best weights have been kept
+    with pytest.raises(Interrupted, match="after epoch 5"):
+        teacher_run(split, resumable)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    with caplog.at_level("INFO", logger="shared.training"):
+        resumed = teacher_run(split, resumable)
+    assert "resuming after epoch 5" in caplog.text
+    assert same_state(resumed.model, plain.model)
+    assert resumed.train.best_epoch == plain.train.best_epoch and resumed.valid == plain.valid
+    assert resumed.train.history == plain.train.history  # the epochs before the interruption are kept too
+    assert resumed.test == plain.test
+
+
+def test_a_finished_fit_is_restored_without_training_and_other_settings_start_over(tmp_path, monkeypatch, caplog):
+    split = board_split()
+    resumable = replace(CONFIG, checkpoint_dir=str(tmp_path))
+    first = teacher_run(split, resumable)
+    assert first.train.epochs_run == CONFIG.epochs
+    with caplog.at_level("INFO", logger="shared.training"):
+        again = teacher_run(split, resumable)
+    assert "finished before" in caplog.text
+    assert same_state(again.model, first.model) and again.train.history == first.train.history
+    assert again.train.seconds == first.train.seconds
+
+    caplog.clear()
+    other = teacher_run(split, replace(resumable, lr=0.01))  # another run: its own file, trained from the start
+    assert "finished before" not in caplog.text and "resuming" not in caplog.text
+    assert not same_state(other.model, first.model)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_a_damaged_checkpoint_is_ignored_with_a_warning(tmp_path, interrupt_after, caplog):
+    split = board_split()
+    resumable = replace(CONFIG, checkpoint_dir=str(tmp_path))
+    interrupt_after(3)
+    with pytest.raises(Interrupted):
+        teacher_run(split, resumable)
+    (saved,) = tmp_path.glob("*.pt")
+    saved.write_bytes(b"not a checkpoint")
+    with caplog.at_level("WARNING", logger="shared.training"):
+        run = teacher_run(split, resumable)
+    assert "unreadable training checkpoint" in caplog.text and str(saved) in caplog.text
+    assert same_state(run.model, teacher_run(split, CONFIG).model)
+
+
+def test_the_neumf_pretraining_chain_repeats_no_finished_branch(tmp_path, interrupt_after, monkeypatch):
+    split = board_split()
+    pretrain = Pretraining(mlp_reg=1e-4, finetune_lr=0.01)
+    plain = teacher_run(split, CONFIG, "neumf", pretrain)
+    resumable = replace(CONFIG, checkpoint_dir=str(tmp_path))
+    interrupt_after(2 * (CONFIG.epochs - 1) + 4)  # both branches ran through; NeuMF itself dies after epoch 4
+    with pytest.raises(Interrupted, match="after epoch 4"):
+        teacher_run(split, resumable, "neumf", pretrain)
+    assert len(list(tmp_path.glob("*.pt"))) == 3  # the two branches' final records and NeuMF's partial state
+
+    trained_epochs = []
+    loop = training.fit
+
+    def counting_fit(model, batches, *args, **kwargs):
+        def counted(epoch, rng):
+            trained_epochs.append(epoch)
+            return batches(epoch, rng)
+        return loop(model, counted, *args, **kwargs)
+
+    monkeypatch.setattr("data_owner.teacher.fit", counting_fit)
+    resumed = teacher_run(split, resumable, "neumf", pretrain)
+    assert trained_epochs == list(range(5, CONFIG.epochs + 1))  # only NeuMF's remaining epochs
+    assert same_state(resumed.model, plain.model) and resumed.test == plain.test
+    assert resumed.train.history == plain.train.history  # the losses of the epochs after the interruption too
+    assert resumed.extra["pretrain"] == plain.extra["pretrain"] | {
+        name: {**plain.extra["pretrain"][name], "seconds": resumed.extra["pretrain"][name]["seconds"]}
+        for name in ("gmf", "mlp")}
+
+
+@pytest.mark.parametrize("method", ["rd", "cd", "bd"])
+def test_a_kd_student_resumes_mid_period_exactly(tmp_path, interrupt_after, method):
+    split = board_split()
+    teacher = teacher_run(split, replace(CONFIG, epochs=10)).model
+    student_config = config_at_fraction("bpr", FAMILIES["bpr"], split.n_users, split.n_items, 0.5,
+                                        tolerance=0.1).config
+    # CD is guided by the student and refreshes its lists every 4 epochs, BD its pools: epoch 6 is mid-period
+    options = {"rd": {"warmup_epochs": 3, "probe_items": 10}, "cd": {"top_n": 5, "refresh_every": 4},
+               "bd": {"refresh_every": 4}}[method]
+
+    def run(config):
+        return train_kd_student(method, split, teacher, student_config, config, kd_weight=0.5, temperature=2.0,
+                                batch_size=64, options=options)
+
+    plain = run(CONFIG)
+    resumable = replace(CONFIG, checkpoint_dir=str(tmp_path))
+    interrupt_after(6)
+    with pytest.raises(Interrupted, match="after epoch 6"):
+        run(resumable)
+    resumed = run(resumable)
+    assert same_state(resumed.model, plain.model)
+    assert resumed.train.history == plain.train.history and resumed.test == plain.test
+    if method == "bd":
+        assert same_state(resumed.extra["teacher"], plain.extra["teacher"])
