@@ -281,7 +281,8 @@ def train_gd_student(config: ChainConfig, split: LeaveOneOutSplit, gd_teacher: R
         export,
         DistillConfig(fraction=config.fraction, lam=config.lam, epochs=config.student_epochs,
                       lr=teacher_settings(config)["lr"], batch_size=config.batch_size, patience=config.patience,
-                      eval_every=config.eval_every, seed=config.seed, progress=config.progress),
+                      eval_every=config.eval_every, seed=config.seed, progress=config.progress,
+                      checkpoint_dir=config.checkpoint_dir),
         device=device,
     )
     token_row = {token: k for k, token in enumerate(student.tokens)}

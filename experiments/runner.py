@@ -31,9 +31,9 @@ and fsync'ed before the next cell starts. The line's `key` hashes the cell and t
 Continuing an interrupted run (Ctrl-C, a crash, a lost machine): run the very same command again. Finished cells
 (their key is in the results file) are skipped, the cached teachers / lists / GD teachers are loaded instead of
 trained, and only the cell that was running and the ones after it are computed. The cell that was running continues
-where its training was last saved: the training loop of a KD or GD teacher, a raw-data student or an RD / CD / BD
-student saves its state every 5 minutes under cache/<dataset>/partial/ (shared.training; removed once the cell or
-stage is kept) and ends exactly as an uninterrupted run would; the CGAN and the GD student start over. A partial
+where its training was last saved: the training loop of a KD or GD teacher, a raw-data student, an RD / CD / BD
+student or the GD student saves its state every 5 minutes under cache/<dataset>/partial/ (shared.training; removed
+once the cell or stage is kept) and ends exactly as an uninterrupted run would; only the CGAN starts over. A partial
 last line left by a crash mid-write is cut off (with a warning) before appending. Widening the grid later (more
 seeds, another method) also reuses everything already there. Only one runner may use a work directory at a time (a
 lock file enforces it).

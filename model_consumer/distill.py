@@ -45,6 +45,8 @@ class DistillConfig:
     holdout: bool = True  # hold one listed item per user out for model selection
     seed: int = 0
     progress: bool = True
+    checkpoint_dir: str | None = None  # resumable training state (shared.training); None: none kept
+    checkpoint_every_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def distill_student(export: ExportBundle, config: DistillConfig, device: torch.d
 
     train_config = TrainConfig(epochs=config.epochs, lr=config.lr, patience=config.patience,
                                eval_every=config.eval_every, metric="NDCG@50", seed=config.seed,
-                               progress=config.progress)
+                               progress=config.progress, checkpoint_dir=config.checkpoint_dir,
+                               checkpoint_every_s=config.checkpoint_every_s)
     started = time.perf_counter()
     result = fit(model, sampler, validate, train_config, loss_fn=loss_fn, device=device,
                  description=f"student {config.fraction:.0%}")

@@ -11,9 +11,11 @@ import shared.training as training
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import Pretraining, train_base_model
 from experiments.baselines import train_kd_student
+from model_consumer.distill import DistillConfig, distill_student
 from shared.models import config_at_fraction
 from shared.training import TrainConfig
 from tests.unit.test_baselines import FAMILIES, board_split
+from tests.unit.test_export_distill import make_export
 
 CONFIG = TrainConfig(epochs=12, lr=0.02, eval_every=2, patience=0, progress=False, metric="HR@5",
                      checkpoint_every_s=0)
@@ -155,3 +157,16 @@ def test_a_kd_student_resumes_mid_period_exactly(tmp_path, interrupt_after, meth
     assert resumed.train.history == plain.train.history and resumed.test == plain.test
     if method == "bd":
         assert same_state(resumed.extra["teacher"], plain.extra["teacher"])
+
+
+def test_the_gd_student_resumes_exactly(tmp_path, interrupt_after):
+    export, _, _ = make_export(n_items=40, length=12)
+    config = DistillConfig(epochs=12, lr=0.05, eval_every=2, patience=0, batch_size=64, progress=False,
+                           checkpoint_every_s=0)
+    plain = distill_student(export, config)
+    resumable = replace(config, checkpoint_dir=str(tmp_path))
+    interrupt_after(7)
+    with pytest.raises(Interrupted, match="after epoch 7"):
+        distill_student(export, resumable)
+    resumed = distill_student(export, resumable)
+    assert same_state(resumed.model, plain.model) and resumed.train.history == plain.train.history
