@@ -18,8 +18,10 @@ Each stage writes `stages/<name>/` through a temporary folder renamed into place
 records a key: the sha256 of everything its output depends on (the data, its settings, the keys of the stages it
 reads), and the output ids of the stages it read. A rerun skips every stage whose key and inputs are unchanged
 and redoes the others, so an interrupted run resumes where it stopped and a changed setting redoes exactly the
-stages it affects. Nothing of the raw data is written into the artifacts except what the models learnt; raw user
-ids stay in the data files."""
+stages it affects. Inside a stage, the two teachers' training saves its state at most every 5 minutes under
+`stages/.partial-<name>-<key>/` (shared.training), so a rerun continues an interrupted teacher from its last saved
+epoch, with the same result as an uninterrupted run; the folder goes once the stage finishes. Nothing of the raw
+data is written into the artifacts except what the models learnt; raw user ids stay in the data files."""
 
 from __future__ import annotations
 
@@ -320,10 +322,16 @@ class _Chain:
         """The teachers' pairs per epoch: every pair, or under `rr_true_size_epochs` the true matrix's size."""
         return teacher_epoch_pairs(self.split, self.config.rr_epsilon, self.config.rr_true_size_epochs)
 
-    def train_config(self, epochs: int) -> TrainConfig:
+    def train_config(self, epochs: int, stage: str) -> TrainConfig:
         c = self.config
         return TrainConfig(epochs=epochs, lr=c.teacher_settings.lr, patience=c.patience, eval_every=c.eval_every,
-                           seed=c.seed, progress=c.progress)
+                           seed=c.seed, progress=c.progress, checkpoint_dir=str(self.partial(stage)))
+
+    def partial(self, name: str) -> Path:
+        """Where stage `name`'s training keeps its resumable state (shared.training) until the stage finishes: a
+        folder per key and input outputs, so a changed setting or a redone input never continues a stale run."""
+        inputs = {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in INPUTS[name]}
+        return self.layout.stages / f".partial-{name}-{_key({'key': self.keys[name], 'inputs': inputs})[:16]}"
 
     # -- outputs, loaded lazily from finished stages
     def output(self, name: str) -> Any:
@@ -352,7 +360,8 @@ class _Chain:
     def _run_kd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
         run = train_base_model(self.model_split, c.family, dict(c.teacher_settings.model),
-                               self.train_config(c.teacher_epochs), batch_size=c.batch_size, device=self.device,
+                               self.train_config(c.teacher_epochs, "kd_teacher"), batch_size=c.batch_size,
+                               device=self.device,
                                pretrain=c.teacher_settings.pretrain, pairs_per_epoch=self.epoch_pairs)
         summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
                    "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
@@ -409,7 +418,7 @@ class _Chain:
     def _run_gd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
         run = continue_on_generated(self.output("kd_teacher"), self.model_split,
-                                    self.output("lists").as_item_sets(), self.train_config(c.gd_epochs),
+                                    self.output("lists").as_item_sets(), self.train_config(c.gd_epochs, "gd_teacher"),
                                     batch_size=c.batch_size, pairs_per_epoch=self.epoch_pairs)
         summary = {"num_parameters": run.model.num_parameters(), "best_epoch": run.train.best_epoch,
                    "epochs_run": run.train.epochs_run, **self.reported_metrics(run.model, run.valid, run.test)}
@@ -449,6 +458,9 @@ class _Chain:
             reason = "an input stage was redone since"
         log.info("%s: running (%s)", step, reason)
         started = time.perf_counter()
+        for stale in self.layout.stages.glob(f".partial-{name}-*"):  # another key's, or --restart: start afresh
+            if restart or stale != self.partial(name):
+                shutil.rmtree(stale, ignore_errors=True)
         work = self.layout.stages / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -463,6 +475,7 @@ class _Chain:
                 shutil.rmtree(target)
             os.replace(work, target)
             _sync_dir(self.layout.stages)
+            shutil.rmtree(self.partial(name), ignore_errors=True)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise

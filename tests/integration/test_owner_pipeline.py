@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 import uvicorn
@@ -149,6 +150,39 @@ def test_an_interrupted_stage_resumes_and_redoes_what_reads_it(trained, monkeypa
     assert statuses(layout, before) == {"kd_teacher": "skipped", "cgan": "skipped", "lists": "ran",
                                         "gd_teacher": "ran", "export": "ran"}
     assert read_stage(layout, "export")["summary"]["export_id"] == original  # seeded: the same export again
+
+
+def test_a_teacher_killed_mid_training_continues_from_its_last_saved_epoch(trained, tmp_path, monkeypatch, caplog):
+    from data_owner import pipeline
+    from shared import training
+
+    reference = read_stage(trained[0], "kd_teacher")["summary"]  # the same settings, never interrupted
+    every_epoch = pipeline._Chain.train_config
+    monkeypatch.setattr(pipeline._Chain, "train_config",
+                        lambda self, *a: replace(every_epoch(self, *a), checkpoint_every_s=0))
+    save, saves = training._Checkpoint.save, []
+
+    def dying_save(self, state):
+        save(self, state)
+        saves.append(state.get("epoch"))
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    with owner_environment(tmp_path, ARTIFACTS_DIR=str(tmp_path / "artifacts")):
+        layout = ArtifactLayout(tmp_path / "artifacts")
+        with monkeypatch.context() as dying:
+            dying.setattr(training._Checkpoint, "save", dying_save)
+            assert CliRunner().invoke(app, ["train", "--dataset", "users.dat", *TINY]).exit_code != 0
+        assert saves == [1, 2, 3] and read_stage(layout, "kd_teacher") is None
+        (partial,) = layout.stages.glob(".partial-kd_teacher-*")
+        assert len(list(partial.glob("*.pt"))) == 1
+
+        with caplog.at_level("INFO", logger="shared.training"):
+            train()
+        assert "resuming after epoch 3" in caplog.text
+        assert read_stage(layout, "kd_teacher")["summary"]["test"] == reference["test"]
+        assert read_stage(layout, "kd_teacher")["summary"]["best_epoch"] == reference["best_epoch"]
+        assert not list(layout.stages.glob(".partial-*"))  # removed once each stage finished
 
 
 def test_train_reports_bad_options_without_a_traceback(environment):
