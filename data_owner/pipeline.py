@@ -330,8 +330,12 @@ class _Chain:
     def partial(self, name: str) -> Path:
         """Where stage `name`'s training keeps its resumable state (shared.training) until the stage finishes: a
         folder per key and input outputs, so a changed setting or a redone input never continues a stale run."""
-        inputs = {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in INPUTS[name]}
-        return self.layout.stages / f".partial-{name}-{_key({'key': self.keys[name], 'inputs': inputs})[:16]}"
+        digest = _key({"key": self.keys[name], "inputs": self.inputs_of(name)})[:16]
+        return self.layout.stages / f".partial-{name}-{digest}"
+
+    def inputs_of(self, name: str) -> dict[str, str | None]:
+        """The output id of each stage that stage `name` reads, as their finished records hold them now."""
+        return {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in INPUTS[name]}
 
     # -- outputs, loaded lazily from finished stages
     def output(self, name: str) -> Any:
@@ -442,7 +446,7 @@ class _Chain:
         this run or in an interrupted one) may differ, e.g. under GPU nondeterminism, so what read it is redone."""
         record = read_stage(self.layout, name)
         step = f"[{index}/{len(STAGES)}] {name}"
-        inputs = {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in INPUTS[name]}
+        inputs = self.inputs_of(name)
         same_key = record is not None and record.get("key") == self.keys[name]
         same_inputs = record is not None and record.get("inputs") == inputs
         if not restart and same_key and same_inputs:
@@ -458,8 +462,9 @@ class _Chain:
             reason = "an input stage was redone since"
         log.info("%s: running (%s)", step, reason)
         started = time.perf_counter()
+        partial = self.partial(name)
         for stale in self.layout.stages.glob(f".partial-{name}-*"):  # another key's, or --restart: start afresh
-            if restart or stale != self.partial(name):
+            if restart or stale != partial:
                 shutil.rmtree(stale, ignore_errors=True)
         work = self.layout.stages / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
@@ -475,7 +480,7 @@ class _Chain:
                 shutil.rmtree(target)
             os.replace(work, target)
             _sync_dir(self.layout.stages)
-            shutil.rmtree(self.partial(name), ignore_errors=True)
+            shutil.rmtree(partial, ignore_errors=True)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise

@@ -39,6 +39,7 @@ import typer  # noqa: E402
 
 from experiments.presets import GD_LAMBDA  # noqa: E402
 from experiments.runner import SELECTION_METRIC, read_rows  # noqa: E402
+from shared.checkpoint import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("gdrec.reports")
 
@@ -517,15 +518,6 @@ def merged_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: str(row.get("finished_at", "")))
 
 
-def write_rows(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    """Write rows as JSONL through a temporary file, so an interrupted write leaves the old file whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    partial.replace(path)
-
-
 def report_command(
     results: Annotated[list[Path], typer.Option(
         help="the runner's JSONL results; repeat to merge runs split over several work dirs")],
@@ -546,6 +538,6 @@ def report_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if save_rows is not None:
-        write_rows(rows, save_rows)
+        atomic_write_text(save_rows, "".join(json.dumps(row) + "\n" for row in rows))
         written.append(save_rows)
     typer.echo("\n".join(str(p) for p in written))

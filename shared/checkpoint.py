@@ -38,6 +38,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """torch.save through a temporary file renamed into place: an interrupted write leaves the old file whole."""
+    _atomic_write(Path(path), lambda handle: torch.save(obj, handle))
+
+
 def save_checkpoint(directory: str | Path, model: Recommender, metadata: dict[str, Any] | None = None) -> Path:
     directory = Path(directory)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -50,7 +55,7 @@ def save_checkpoint(directory: str | Path, model: Recommender, metadata: dict[st
         "num_parameters": model.num_parameters(),
         "metadata": metadata or {},
     }
-    _atomic_write(directory / WEIGHTS, lambda handle: torch.save(state, handle))
+    atomic_torch_save(directory / WEIGHTS, state)
     atomic_write_text(directory / CONFIG, json.dumps(config, indent=2, sort_keys=True))
     return directory
 

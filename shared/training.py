@@ -15,7 +15,6 @@ import copy
 import hashlib
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from shared.checkpoint import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +297,7 @@ class _Checkpoint:
         return saved
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save({"fingerprint": self.fingerprint, **state}, partial)
-        os.replace(partial, self.path)
+        atomic_torch_save(self.path, {"fingerprint": self.fingerprint, **state})
 
 
 def _validated(model: nn.Module, validate: Callable[[], dict[str, float]], metric: str) -> dict[str, float]:
