@@ -172,6 +172,34 @@ class BDSampler(PairKDSampler):
         return self.student_pool[slots], {"teacher_items": torch.from_numpy(self.teacher_pool[slots])}
 
 
+def bd_losses(
+    student: Recommender,
+    teacher: Recommender,
+    batch: KDBatch,
+    *,
+    kd_weight: float,
+    teacher_kd_weight: float,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's (L_S, L_T) of eq. 5-6 (module docstring): two scalars, L_S with grad for the student only and
+    L_T for the teacher only (the other model's logit is a target scored without grad).
+
+    batch.kd_items [B, k]: the student's draws from p_S; batch.extra["teacher_items"] [B, k]: the teacher's
+    draws from p_T. L_S = L_CF(S) + kd_weight * BCE(s^S, sigmoid(s^T / t)) on the student's items,
+    L_T = L_CF(T) + teacher_kd_weight * BCE(s^T, sigmoid(s^S / t)) on the teacher's items."""
+    users = batch.raw.users
+    student_items, teacher_items = batch.kd_items, batch.extra["teacher_items"]
+    assert teacher_items is not None
+    with torch.no_grad():
+        teacher_targets = teacher.score(users, student_items)
+        student_targets = student.score(users, teacher_items)
+    loss_s = student.loss(batch.raw) + kd_weight * soft_label_bce(
+        student.score(users, student_items), teacher_targets, temperature)
+    loss_t = teacher.loss(batch.raw) + teacher_kd_weight * soft_label_bce(
+        teacher.score(users, teacher_items), student_targets, temperature)
+    return loss_s, loss_t
+
+
 def train_bd(
     split: LeaveOneOutSplit,
     teacher: Recommender,
@@ -195,16 +223,8 @@ def train_bd(
     sampler = BDSampler(split.train, pair, options, batch_size)
 
     def loss_fn(batch: KDBatch) -> torch.Tensor:
-        users = batch.raw.users
-        student_items, teacher_items = batch.kd_items, batch.extra["teacher_items"]
-        assert teacher_items is not None
-        with torch.no_grad():
-            teacher_targets = teacher_copy.score(users, student_items)
-            student_targets = student.score(users, teacher_items)
-        loss_s = student.loss(batch.raw) + kd_weight * soft_label_bce(
-            student.score(users, student_items), teacher_targets, temperature)
-        loss_t = teacher_copy.loss(batch.raw) + options.teacher_kd_weight * soft_label_bce(
-            teacher_copy.score(users, teacher_items), student_targets, temperature)
+        loss_s, loss_t = bd_losses(student, teacher_copy, batch, kd_weight=kd_weight,
+                                   teacher_kd_weight=options.teacher_kd_weight, temperature=temperature)
         return loss_s + loss_t
 
     run = fit_and_report(pair, student, split, sampler, loss_fn, train_config, device,

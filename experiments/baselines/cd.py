@@ -109,6 +109,20 @@ class CDSampler(PairKDSampler):
         return sample_ranked_items(self.top_lists, users, self.probabilities, self.options.kd_items, rng), {}
 
 
+def cd_loss(
+    student: Recommender, teacher: Recommender, batch: KDBatch, *, kd_weight: float, temperature: float
+) -> torch.Tensor:
+    """One batch's L_CF + kd_weight * L_CD (module docstring): a scalar with grad for the student only.
+
+    batch.kd_items [B, m]: the rank-aware draws for batch.raw.users. The soft targets sigmoid(s^T / t) come from
+    `teacher` (the frozen copy), scored without grad; the student's logit is not divided by t."""
+    users = batch.raw.users
+    with torch.no_grad():
+        teacher_logits = teacher.score(users, batch.kd_items)
+    kd = soft_label_bce(student.score(users, batch.kd_items), teacher_logits, temperature)
+    return student.loss(batch.raw) + kd_weight * kd
+
+
 def train_cd(
     split: LeaveOneOutSplit,
     teacher: Recommender,
@@ -130,11 +144,7 @@ def train_cd(
                         device)
 
     def loss_fn(batch: KDBatch) -> torch.Tensor:
-        users = batch.raw.users
-        with torch.no_grad():
-            teacher_logits = frozen.score(users, batch.kd_items)
-        kd = soft_label_bce(student.score(users, batch.kd_items), teacher_logits, temperature)
-        return student.loss(batch.raw) + kd_weight * kd
+        return cd_loss(student, frozen, batch, kd_weight=kd_weight, temperature=temperature)
 
     return fit_and_report(student, student, split, sampler, loss_fn, train_config, device,
                           f"CD {teacher.family} student ({options.guide}-guided)")

@@ -87,6 +87,35 @@ def rd_distillation_loss(candidate_logits: torch.Tensor, weights: torch.Tensor) 
     return (weights * F.softplus(-candidate_logits)).sum(-1).mean()
 
 
+def rd_loss(
+    student: Recommender,
+    batch: KDBatch,
+    position_weight: torch.Tensor,
+    *,
+    kd_weight: float,
+    mu: float,
+    renormalize: bool = False,
+) -> torch.Tensor:
+    """One batch's L_CF + kd_weight * L_RD (module docstring): a scalar with grad for the student only.
+
+    batch.kd_items [B, K]: the teacher's top-K unobserved items of batch.raw.users; position_weight [K]: w^a
+    (eq. 8). If batch.extra["probes"] ([B, m], with extra["n_unobserved"] [B]) is set, i.e. after the warm-up,
+    the weight is w^a * w^b with the student's ranks estimated from the probes (no grad through the weight),
+    L1-normalised per row if `renormalize`; otherwise (warm-up) w^a alone."""
+    users = batch.raw.users
+    candidate_logits = student.score(users, batch.kd_items)  # [B, K]
+    weights = position_weight[None, :]
+    probes = batch.extra.get("probes")
+    if probes is not None:
+        with torch.no_grad():
+            ranks = estimated_ranks(candidate_logits.detach(), student.score(users, probes),
+                                    batch.extra["n_unobserved"])  # type: ignore[arg-type]
+            weights = weights * discrepancy_weights(ranks, mu)
+            if renormalize:
+                weights = F.normalize(weights, p=1, dim=1)
+    return student.loss(batch.raw) + kd_weight * rd_distillation_loss(candidate_logits, weights)
+
+
 class RDSampler(PairKDSampler):
     """Raw triples plus, per pair, the teacher's top-K unobserved items of its user and (after the warm-up) the
     probe items for the student's rank estimate."""
@@ -125,18 +154,7 @@ def train_rd(
     sampler = RDSampler(split.train, teacher_top, options, batch_size)
 
     def loss_fn(batch: KDBatch) -> torch.Tensor:
-        users = batch.raw.users
-        candidate_logits = student.score(users, batch.kd_items)  # [B, K]
-        weights = w_pos[None, :]
-        probes = batch.extra.get("probes")
-        if probes is not None:
-            with torch.no_grad():
-                ranks = estimated_ranks(candidate_logits.detach(), student.score(users, probes),
-                                        batch.extra["n_unobserved"])  # type: ignore[arg-type]
-                weights = weights * discrepancy_weights(ranks, options.mu)
-                if options.renormalize:
-                    weights = F.normalize(weights, p=1, dim=1)
-        return student.loss(batch.raw) + kd_weight * rd_distillation_loss(candidate_logits, weights)
+        return rd_loss(student, batch, w_pos, kd_weight=kd_weight, mu=options.mu, renormalize=options.renormalize)
 
     return fit_and_report(student, student, split, sampler, loss_fn, train_config, device,
                           f"RD {teacher.family} student")
