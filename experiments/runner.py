@@ -70,6 +70,7 @@ from data_owner.pipeline import cgan_preset
 from experiments import lab
 from experiments.lab import ChainConfig, GeneratorStage, StageResult
 from experiments.presets import FRACTIONS, GD_LAMBDA, KD_WEIGHTS, LAMBDA_SWEEP, TEMPERATURES
+from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION
 from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.device import resolve_device
 from shared.evaluation import sampled_target_ranks
@@ -223,7 +224,8 @@ def cell_settings(cell: Cell, config: ChainConfig, baseline_options: dict[str, d
     if cell.method in KD_METHODS:
         settings["options"] = baseline_options.get(cell.method, {})
     if cell.method == "gd":
-        settings.update(gd_teacher=gd_teacher_settings_payload(config), student_epochs=config.student_epochs)
+        settings.update(gd_teacher=gd_teacher_settings_payload(config), student_epochs=config.student_epochs,
+                        student_sampler=GD_SAMPLER_REVISION)  # a new revision reruns the GD cells
     return settings
 
 
@@ -372,13 +374,18 @@ def full_ranking_seconds(model: torch.nn.Module, n_users: int, batch_users: int,
 
 def sampled_negatives(split: LeaveOneOutSplit, count: int, seed: int) -> np.ndarray:
     """[n_eval_users, m] items per evaluated user, uniform without replacement among the items outside the user's
-    training, validation and test items; m = min(count, the smallest such pool). Seeded per (dataset, seed)."""
+    training, validation and test items; m = min(count, the smallest such pool), with a warning when it is less
+    than `count` (the rows record m as "negatives"). Seeded by `seed` (the same split gives the same draws)."""
     users = split.eval_users
     rng = np.random.default_rng([seed, 1_000_003])
     pools = split.n_items - split.train.lengths()[users] - 2
     m = int(min(count, pools.min())) if users.size else 0
     if m < 1:
-        raise ValueError("some evaluated user has no item left to sample a negative from")
+        raise ValueError("some evaluated user has no item left to sample a negative from: every item of the "
+                         "catalog is in their training, validation or test items; drop such users from the data")
+    if m < count:
+        log.warning("sampled protocol: %d negatives per user instead of %d (the smallest pool of unseen items has "
+                    "%d); every user gets the same number", m, count, m)
     out = np.empty((users.size, m), dtype=np.int64)
     allowed = np.ones(split.n_items, dtype=bool)
     for k, u in enumerate(users):

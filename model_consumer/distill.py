@@ -4,8 +4,11 @@
 
 L_GF: the base model's own loss on generated pairs (listed items as positives, negatives sampled uniformly from
 the catalog outside the user's list); L_GD (eq. 6): BCE between sigmoid(z^S / t) and the owner's soft targets on
-the listed items. The student has `fraction` of the teacher's parameter count (same family). Its user index is
-the export's token order. The function takes an `ExportBundle` and nothing else: it cannot be handed raw data.
+the listed items. Both terms are means over the batch's pairs; for NeuMF L_GF is the mean of the positive and
+the negative BCE terms, half their per-pair sum, so against a per-pair sum form lambda weighs twice as much there
+(the KD baselines' L_CF has the same form). The student has `fraction` of the teacher's parameter count (same
+family). Its user index is the export's token order. The function takes an `ExportBundle` and nothing else: it
+cannot be handed raw data.
 
 Model selection without data: one listed item per user (chosen at random) is held out of training and the epoch
 is selected on how well the student ranks it among the items outside the rest of the list ("list fidelity")."""
@@ -83,15 +86,28 @@ def export_arrays(export: ExportBundle) -> tuple[np.ndarray, np.ndarray, dict[st
     return lists, targets, index
 
 
-class GDSampler:
-    """Each epoch: every (user, listed item, soft target) once, shuffled, with a catalog negative outside the list."""
+# Revision of the student's training draws; part of the research runner's GD cell key, so a change that moves the
+# numbers (2: negatives are drawn outside the whole list, the held-out item included) reruns the GD cells.
+SAMPLER_REVISION = 2
 
-    def __init__(self, lists: np.ndarray, targets: np.ndarray, n_items: int, batch_size: int) -> None:
+
+class GDSampler:
+    """Each epoch: every (user, listed item, soft target) once, shuffled, with a catalog negative outside the list.
+
+    `lists` holds the training pairs (-1 = no item); negatives are drawn outside `exclude` (default: `lists`),
+    which must hold every listed item, the one held out for model selection too: a held-out item drawn as a
+    negative would be pushed down by the very loss whose epochs it selects."""
+
+    def __init__(self, lists: np.ndarray, targets: np.ndarray, n_items: int, batch_size: int,
+                 exclude: np.ndarray | None = None) -> None:
         keep = lists >= 0
         self.users = np.nonzero(keep)[0].astype(np.int64)
         self.items = lists[keep]
         self.targets = targets[keep]
-        self.listed = ItemSets.from_pairs(self.users, self.items, lists.shape[0], n_items)
+        exclude = lists if exclude is None else exclude
+        listed = exclude >= 0
+        self.listed = ItemSets.from_pairs(np.nonzero(listed)[0].astype(np.int64), exclude[listed], lists.shape[0],
+                                          n_items)
         self.batch_size = batch_size
 
     def __call__(self, epoch: int, rng: np.random.Generator):
@@ -134,7 +150,7 @@ def distill_student(export: ExportBundle, config: DistillConfig, device: torch.d
         def validate() -> dict[str, float]:
             return evaluate(model.score_all, users, held, exclude=[rest_sets], ks=(50,), device=device).metrics
 
-    sampler = GDSampler(train_lists, train_targets, n_items, config.batch_size)
+    sampler = GDSampler(train_lists, train_targets, n_items, config.batch_size, exclude=lists)
 
     def loss_fn(batch: GDBatch) -> torch.Tensor:
         l_gf = model.loss(batch.pairs)

@@ -203,3 +203,87 @@ def test_with_json_lays_fields_over_the_config_and_names_what_is_wrong():
         with pytest.raises(ValueError) as caught:
             base.with_json(text)
         assert message in str(caught.value)
+
+
+class _Recorded:
+    """Stand-ins for the CGAN's players that record every call of the training loop (outputs detached)."""
+
+    def __init__(self, monkeypatch):
+        record = self
+        self.g_calls, self.d_calls = [], []
+
+        class RecordingGenerator(Generator):
+            def forward(self, items, offsets, noise, columns=None, weights=None):
+                out = super().forward(items, offsets, noise, columns, weights)
+                record.g_calls.append(out.detach().clone())
+                return out
+
+        class RecordingDiscriminator(Discriminator):
+            def forward(self, items, offsets, x, columns=None):
+                out = super().forward(items, offsets, x, columns)
+                record.d_calls.append(dict(items=items.clone(), offsets=offsets.clone(), columns=columns,
+                                           x=None if x is None else x.detach().clone(), logit=out.detach().clone()))
+                return out
+
+        monkeypatch.setattr(cgan, "Generator", RecordingGenerator)
+        monkeypatch.setattr(cgan, "Discriminator", RecordingDiscriminator)
+
+
+def first_free_item_mask(purchased, ratio, generator):
+    """A fixed K_u for the test: the user's lowest-numbered non-interacted item, nothing else."""
+    mask = torch.zeros_like(purchased)
+    for row in range(purchased.shape[0]):
+        mask[row, int(torch.nonzero(purchased[row] == 0)[0])] = 1.0
+    return mask
+
+
+# 3 users, 5 items; E_u and the fixed K_u = the first item not in E_u
+MASK_TRAIN = {0: [0, 1], 1: [2], 2: [0, 3, 4]}
+MASK_K = {0: 2, 1: 0, 2: 1}
+
+
+def one_step_of_cgan(monkeypatch, alpha):
+    """One epoch, one D step, one G step, one batch of all 3 users, with the fixed masks; the recorded calls."""
+    monkeypatch.setattr(cgan, "sample_negative_mask", first_free_item_mask)
+    recorded = _Recorded(monkeypatch)
+    train = ItemSets.from_lists([MASK_TRAIN[u] for u in range(3)], 5)
+    result = train_cgan(train, CGANConfig(epochs=1, seed=3, alpha=alpha, **{**TINY, "hidden_g": (4,),
+                                                                              "hidden_d": (3,), "noise_dim": 2}))
+    assert len(recorded.g_calls) == 2 and len(recorded.d_calls) == 3  # D: real, fake; G: fake
+    return result, recorded
+
+
+def rows_of(call):
+    """Which user each row of a recorded D call is (the batch is a permutation of the users), from its bags."""
+    bounds = [*call["offsets"].tolist(), call["items"].numel()]
+    bags = [call["items"][bounds[k]:bounds[k + 1]].tolist() for k in range(len(bounds) - 1)]
+    return [next(u for u, row in MASK_TRAIN.items() if row == bag) for bag in bags]
+
+
+def test_the_discriminators_fake_input_is_gf_times_e_plus_k(monkeypatch):
+    _, recorded = one_step_of_cgan(monkeypatch, alpha=0.5)
+    assert recorded.d_calls[0]["x"] is None  # the real sample x = C_u goes in as the condition's bag
+    # D step's fake (G's first output) and G step's fake (its second): x_uj = GF_uj if j in E_u or j = K_u, else 0
+    for call, gf in ((recorded.d_calls[1], recorded.g_calls[0]), (recorded.d_calls[2], recorded.g_calls[1])):
+        assert call["columns"] is None and call["x"].shape == (3, 5)
+        for row, user in enumerate(rows_of(call)):
+            for j in range(5):
+                on_mask = j in MASK_TRAIN[user] or j == MASK_K[user]
+                assert call["x"][row, j].item() == (gf[row, j].item() if on_mask else 0.0), (user, j)
+                assert 0 < gf[row, j].item() < 1  # a sigmoid: a zero in x comes from the mask alone
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_generator_and_discriminator_loss_values_by_hand(monkeypatch, alpha):
+    result, recorded = one_step_of_cgan(monkeypatch, alpha)
+    real, fake_d, fake_g = (call["logit"].double().numpy() for call in recorded.d_calls)
+    # L_D = mean -log sigmoid(D(C_u)) + mean -log(1 - sigmoid(D(fake))) = mean softplus(-real) + mean softplus(fake)
+    loss_d = np.mean(np.log1p(np.exp(-real))) + np.mean(np.log1p(np.exp(fake_d)))
+    assert result.history[0]["loss_d"] == pytest.approx(loss_d, rel=1e-5)
+    # L_G = mean -log sigmoid(D(GF * (E + K))) + alpha * mean_u sum_{j: K_uj = 1} GF_uj^2 (one K item per user)
+    gf = recorded.g_calls[1].double().numpy()
+    users = rows_of(recorded.d_calls[2])
+    zero_reconstruction = np.mean([gf[row, MASK_K[user]] ** 2 for row, user in enumerate(users)])
+    loss_g = np.mean(np.log1p(np.exp(-fake_g))) + alpha * zero_reconstruction
+    assert result.history[0]["loss_g"] == pytest.approx(loss_g, rel=1e-5)
+    assert zero_reconstruction > 0.01  # the alpha term is large enough to be seen
