@@ -71,6 +71,7 @@ from experiments.runner import (  # noqa: E402
     machine_info,
     read_rows,
 )
+from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION  # noqa: E402
 from shared.device import resolve_device  # noqa: E402
 
 log = logging.getLogger("gdrec.privacy")
@@ -162,7 +163,7 @@ def chain_settings(config: ChainConfig) -> dict[str, Any]:
     """Everything a row depends on besides (setting, seed): a change gives the row a new key."""
     return {"gd_teacher": gd_teacher_settings_payload(config), "student_epochs": config.student_epochs,
             "fraction": config.fraction, "temperature": config.temperature, "lam": config.lam,
-            "family": config.family}
+            "family": config.family, "student_sampler": GD_SAMPLER_REVISION}
 
 
 def row_key(base: ChainConfig, setting: PrivacySetting, seed: int) -> str:
