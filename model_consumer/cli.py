@@ -100,7 +100,8 @@ def distill(
     data_dir: DataDirOption = None,
     fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="student size / teacher size")] = 0.5,
     lam: Annotated[float, typer.Option("--lambda", min=0.0, help="weight of L_GD")] = 0.7,
-    temperature: Annotated[float | None, typer.Option(min=1e-3, help="default: the export's")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        min=1e-3, help="t of eq. 6 (default: the export's; another t re-tempers the shipped soft targets)")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 100,
     lr: Annotated[float, typer.Option(min=0.0)] = 5e-3,
     batch_size: Annotated[int, typer.Option(min=1)] = 1000,

@@ -25,7 +25,7 @@ import torch
 
 from shared.evaluation import evaluate
 from shared.interactions import ItemSets
-from shared.losses import soft_target_bce
+from shared.losses import retemper, soft_target_bce
 from shared.models import PairBatch, Recommender, SizedConfig, build_model, config_at_fraction
 from shared.sampling import sample_negatives
 from shared.schemas import ExportBundle
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class DistillConfig:
     fraction: float = 0.5
     lam: float = 0.7  # lambda: weight of L_GD
-    temperature: float | None = None  # None: the export's temperature
+    temperature: float | None = None  # None: the export's; another t re-tempers the soft targets to it
     epochs: int = 100
     lr: float = 5e-3
     batch_size: int = 1000
@@ -125,6 +125,9 @@ def distill_student(export: ExportBundle, config: DistillConfig, device: torch.d
     manifest = export.manifest
     temperature = config.temperature or manifest.temperature
     lists, targets, _ = export_arrays(export)
+    if temperature != manifest.temperature:  # eq. 6 uses one t for q and P: re-temper the shipped q
+        log.info("soft targets re-tempered from the export's t=%g to t=%g", manifest.temperature, temperature)
+        targets = retemper(torch.from_numpy(targets), manifest.temperature, temperature).numpy()
     n_users, n_items = lists.shape[0], len(manifest.item_ids)
     teacher_config = dict(manifest.teacher.config)
     sizing = config_at_fraction(manifest.teacher.family, teacher_config, n_users, n_items, config.fraction)

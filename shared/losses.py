@@ -16,6 +16,16 @@ def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tens
     return torch.sigmoid(teacher_logits / temperature)
 
 
+def retemper(targets: torch.Tensor, from_temperature: float, to_temperature: float) -> torch.Tensor:
+    """Soft targets sigmoid(z / t1) -> sigmoid(z / t2) without z: z = t1 * logit(q), exact up to float rounding
+    (q is clamped one float32 step inside (0, 1), so a saturated target stays finite)."""
+    if from_temperature <= 0 or to_temperature <= 0:
+        raise ValueError(f"temperatures must be positive, got {from_temperature} and {to_temperature}")
+    tiny = torch.finfo(torch.float32).eps
+    q = targets.double().clamp(tiny, 1 - tiny)
+    return torch.sigmoid(torch.logit(q) * (from_temperature / to_temperature)).to(targets.dtype)
+
+
 def soft_target_bce(student_logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean BCE between sigmoid(z^S / t) and soft targets q in [0, 1] (eq. 6, averaged over pairs)."""
     if temperature <= 0:

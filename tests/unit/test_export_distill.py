@@ -14,7 +14,7 @@ from data_owner.gan.lists import GeneratedLists
 from model_consumer.distill import DistillConfig, distill_student, export_arrays
 from shared.evaluation import evaluate
 from shared.interactions import ItemSets
-from shared.losses import soft_target_bce, soft_targets
+from shared.losses import retemper, soft_target_bce, soft_targets
 from shared.models import BPR, NeuMF
 from shared.schemas import ExportBundle, UserRecord
 from tests.conftest import checkerboard
@@ -197,3 +197,23 @@ def test_student_learns_from_the_export_alone(family, fraction):
         result = evaluate(run.model.score_all, users, own_unlisted, exclude=[listed], ks=(8,))
     # 8 own-half unlisted items vs 20 of the other half: chance is 0.29; seeds 0-5 gave 0.825-1.0 (BPR)
     assert result["HR@8"] >= 0.75
+
+
+def test_retemper_moves_soft_targets_to_another_temperature():
+    z = torch.tensor([3.0, -1.5, 0.0, 12.0])
+    q2 = torch.sigmoid(z / 2)
+    assert torch.allclose(retemper(q2, 2.0, 5.0), torch.sigmoid(z / 5), atol=1e-6)
+    assert torch.allclose(retemper(q2, 2.0, 2.0), q2, atol=1e-7)
+    assert torch.isfinite(retemper(torch.tensor([0.0, 1.0]), 1.0, 2.0)).all()  # saturated targets stay finite
+    with pytest.raises(ValueError, match="positive"):
+        retemper(q2, 2.0, 0.0)
+
+
+def test_a_student_temperature_other_than_the_exports_re_tempers_the_soft_targets(monkeypatch):
+    export = tiny_gd_export()  # shipped at t = 2: z^T = 1.5 (item a) and 0 (item c)
+    _, sampler, _, _ = captured_training(export, monkeypatch, temperature=5.0)
+    batch = next(iter(sampler(0, np.random.default_rng(0))))
+    targets = dict(zip(batch.pairs.pos_items.tolist(), batch.soft_targets.tolist(), strict=True))
+    # eq. 6 with one t: q = sigmoid(z^T / 5), not the shipped sigmoid(z^T / 2)
+    assert targets[0] == pytest.approx(sig(1.5 / 5), rel=1e-6)
+    assert targets[2] == pytest.approx(0.5, rel=1e-6)
