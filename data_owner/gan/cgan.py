@@ -67,7 +67,7 @@ class CGANConfig:
     l2_d: float = 0.0
     g_steps: int = 4  # generator passes over all users per epoch
     d_steps: int = 2  # discriminator passes over all users per epoch
-    batch_size: int = 64
+    batch_size: int = 64  # users per step, at least: an epoch splits the users into n // batch_size equal parts
     epochs: int = 200
     eval_every: int = 10
     patience: int = 5  # evaluations without validation gain before stopping; 0 = never
