@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +189,7 @@ def table2(rows: Sequence[dict[str, Any]], dataset: str) -> str:
     lines = _header("Table 2: HR@50 / NDCG@50 on the test item", dataset, rows)
     lines += [f"Mean ± sample std (ddof=1) over seeds. Hyperparameters selected on validation {SELECTION_METRIC} "
               f"(mean over seeds); GD at lambda {GD_LAMBDA:g} when run. Full ranking, training items excluded.", ""]
+    lines += _gd_revisions(rows)
     gd_filter = _gd_table2_filter(rows)
     for family in _families(rows):
         lines += [f"## {FAMILY_NAMES.get(family, family)}", "",
@@ -208,6 +209,17 @@ def table2(rows: Sequence[dict[str, Any]], dataset: str) -> str:
         lines += [f"| {name} | {bpr[name]} | {neumf[name]} |" for name in bpr]
         lines.append("")
     return "\n".join(lines)
+
+
+def _gd_revisions(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A note of which GD student sampler revisions (model_consumer.distill.SAMPLER_REVISION) the GD rows used;
+    rows written before the revision entered the cell settings are revision 1."""
+    counts = Counter(int(r.get("settings", {}).get("student_sampler", 1)) for r in rows if r["method"] == "gd")
+    if not counts:
+        return []
+    used = ", ".join(f"revision {rev} ({n} rows)" for rev, n in sorted(counts.items()))
+    mixed = " - mixed: rerun the GD cells with the current code for one revision" if len(counts) > 1 else ""
+    return [f"GD student sampler: {used}{mixed}.", ""]
 
 
 def _table2_row(size: str, name: str, chosen: Selected | None) -> str:

@@ -1,6 +1,6 @@
 """Hyperparameter selection in the reports: validation only, among the settings run on the most seeds; grid.md."""
 
-from experiments.reports import grid, select
+from experiments.reports import grid, select, table2
 
 
 def row(seed: int, valid: float, test: float, kd_weight: float = 1.0, temperature: float = 2.0,
@@ -55,3 +55,15 @@ def test_grid_compares_gd_temperatures_at_the_papers_lambda():
     text = grid(rows, "d")
     assert "lambda 0.3" not in text
     assert "| lambda 0.7, temperature 2 | 0 | 0.2000 (1 seed) |" in text and "**selected**" in text
+
+
+def test_table2_says_which_gd_sampler_revisions_its_rows_used():
+    def gd(seed, revision=None):
+        r = row(seed, 0.1, 0.2, method="gd")
+        r.update(hyperparameters={"lambda": 0.7, "temperature": 2.0}, params=10, teacher_params=20)
+        r["settings"] = {} if revision is None else {"student_sampler": revision}
+        return r
+    assert "GD student sampler: revision 2 (2 rows)." in table2([gd(0, 2), gd(1, 2)], "d")
+    mixed = table2([gd(0), gd(1, 2)], "d")  # a row without the field predates the revision: 1
+    assert "revision 1 (1 rows), revision 2 (1 rows) - mixed" in mixed
+    assert "GD student sampler" not in table2([row(0, 0.1, 0.2) | {"params": 10}], "d")
