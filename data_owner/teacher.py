@@ -8,6 +8,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
@@ -138,18 +139,20 @@ def popularity_scores(split: LeaveOneOutSplit) -> np.ndarray:
 
 @dataclass(frozen=True)
 class JointBatch:
-    """A raw-data batch and a generated-list batch, trained together: L_T = L_CF + L_GF."""
+    """A raw-data batch and a generated-list batch, trained together: L_T = L_CF + L_GF (`generated` None: the
+    epoch's generated pairs are used up and the raw batch trains alone)."""
 
     raw: PairBatch
-    generated: PairBatch
+    generated: PairBatch | None
 
     def to(self, device: torch.device | str) -> JointBatch:
-        return JointBatch(self.raw.to(device), self.generated.to(device))
+        return JointBatch(self.raw.to(device), None if self.generated is None else self.generated.to(device))
 
 
 class JointSampler:
-    """Every raw training pair once per epoch (or `pairs_per_epoch` of them); the generated pairs spread over the
-    same number of batches (their negatives are drawn outside the user's list and training items)."""
+    """Every raw training pair once per epoch (or `pairs_per_epoch` of them); the generated pairs spread over at
+    most as many batches (their negatives are drawn outside the user's list and training items). Batches of
+    ceil(generated / raw batches) pairs can run out a batch or more early; the last raw batches then come alone."""
 
     def __init__(self, train: ItemSets, generated: ItemSets, batch_size: int,
                  pairs_per_epoch: int | None = None) -> None:
@@ -164,7 +167,8 @@ class JointSampler:
         self.generated = TripletSampler(generated, batch_size=max(1, gen_batch), exclude=exclude)
 
     def __call__(self, epoch: int, rng: np.random.Generator):
-        for raw, gen in zip(self.raw(epoch, rng), self.generated(epoch, rng), strict=False):
+        for raw, gen in zip_longest(self.raw(epoch, rng), self.generated(epoch, rng)):
+            assert raw is not None, "the generated pairs never take more batches than the raw ones"
             yield JointBatch(raw, gen)
 
 
@@ -184,7 +188,8 @@ def continue_on_generated(
     sampler = JointSampler(split.train, generated, batch_size, pairs_per_epoch)
 
     def loss_fn(batch: JointBatch) -> torch.Tensor:
-        return model.loss(batch.raw) + model.loss(batch.generated)
+        raw = model.loss(batch.raw)
+        return raw if batch.generated is None else raw + model.loss(batch.generated)
 
     result = fit(model, sampler, lambda: validation_result(model, split, ks).metrics, train_config,
                  loss_fn=loss_fn, device=model.device, description="GD teacher")

@@ -78,7 +78,8 @@ def pairs(batch):
     return list(zip(batch.users.tolist(), batch.pos_items.tolist(), strict=True))
 
 
-@pytest.mark.parametrize("batch_size,pairs_per_epoch", [(4, None), (18, None), (5, 10)])
+# (5, None): 4 raw batches but 3 generated ones (9 pairs in batches of ceil(9 / 4) = 3): the last raw batch trains alone
+@pytest.mark.parametrize("batch_size,pairs_per_epoch", [(4, None), (18, None), (5, 10), (5, None)])
 def test_joint_sampler_yields_raw_and_generated_pairs_with_negatives_outside_list_and_train(batch_size,
                                                                                             pairs_per_epoch):
     train, generated = ItemSets.from_lists(RAW, N_ITEMS), ItemSets.from_lists(LISTS, N_ITEMS)
@@ -90,12 +91,15 @@ def test_joint_sampler_yields_raw_and_generated_pairs_with_negatives_outside_lis
     assert gen_allowed == {0: {8, 9, 10, 11}, 1: {2, 3, 4, 5}, 2: {7, 9, 11}}
     gen_negatives = set()
     for epoch in range(30):
-        raw_seen, gen_seen = [], []
+        raw_seen, gen_seen, alone = [], [], 0
         for batch in sampler(epoch, np.random.default_rng(epoch)):
             raw_seen += pairs(batch.raw)
-            gen_seen += pairs(batch.generated)
             for u, j in zip(batch.raw.users.tolist(), batch.raw.neg_items.tolist(), strict=True):
                 assert j not in RAW[u]
+            if batch.generated is None:  # the generated pairs ran out first: the raw batch trains alone
+                alone += 1
+                continue
+            gen_seen += pairs(batch.generated)
             for u, j in zip(batch.generated.users.tolist(), batch.generated.neg_items.tolist(), strict=True):
                 assert j in gen_allowed[u], (u, j)
                 gen_negatives.add((u, j))
@@ -104,6 +108,7 @@ def test_joint_sampler_yields_raw_and_generated_pairs_with_negatives_outside_lis
         else:
             assert len(raw_seen) == len(set(raw_seen)) == pairs_per_epoch and set(raw_seen) <= raw_pairs
         assert sorted(gen_seen) == sorted(gen_pairs)  # every generated pair once, none cut off by the zip
+        assert alone == (1 if (batch_size, pairs_per_epoch) == (5, None) else 0)
     # the negatives are not stuck on one item: every allowed one turns up
     assert gen_negatives == {(u, j) for u, items in gen_allowed.items() for j in items}
 
