@@ -5,7 +5,9 @@
                ml-100k table, with its GD numbers beside ours when the dataset is ml-100k)
     table4.md  KD teacher (raw data) vs GD teacher (raw + generated), plus the CGAN as a recommender
     fig2.png   accuracy of T / M=50% / S=30%
-    fig3.png   full-ranking inference time of one batch of users for T / M / S (measured by the runner)
+    fig3.png   full-ranking inference time of one batch of users for T / M / S (measured by the runner; per model,
+               the rows of the one machine that timed the most of them, since timings of different machines do not
+               average)
     fig4.png   GD student accuracy vs lambda
     grid.md    every hyperparameter setting run per (model, method, size), and the one selected
 
@@ -169,10 +171,32 @@ def _gd_table2_filter(rows: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any
     return None
 
 
+def _machine(row: dict[str, Any]) -> str:
+    m = row.get("machine") or {}
+    return f"{m.get('gpu') or m.get('cpu')} ({m.get('device')}, {m.get('torch_threads')} threads)"
+
+
 def _machines(rows: Sequence[dict[str, Any]]) -> str:
-    seen = sorted({f"{r['machine'].get('gpu') or r['machine'].get('cpu')} ({r['machine'].get('device')}, "
-                   f"{r['machine'].get('torch_threads')} threads)" for r in rows if "machine" in r})
-    return "; ".join(seen) or "unknown"
+    return "; ".join(sorted({_machine(r) for r in rows if "machine" in r})) or "unknown"
+
+
+def inference_times(rows: Sequence[dict[str, Any]], family: str, sizes: Sequence[float]
+                    ) -> tuple[str | None, dict[float, list[float]]]:
+    """Full-ranking milliseconds per batch for each size (teacher rows at 1.0), from one machine only: timings from
+    different CPUs or GPUs do not average. The machine that timed the most of this family's rows is used."""
+    timed = [r for r in rows if r["family"] == family and "inference" in r]
+    if not timed:
+        return None, {}
+    counts = Counter(_machine(r) for r in timed)
+    machine = max(counts, key=lambda name: (counts[name], name))
+    times: dict[float, list[float]] = {}
+    for fraction in sizes:
+        found = [1e3 * r["inference"]["seconds"] for r in timed
+                 if _machine(r) == machine and math.isclose(r["fraction"], fraction)
+                 and (r["method"] == "teacher") == math.isclose(fraction, 1.0)]
+        if found:
+            times[fraction] = found
+    return machine, times
 
 
 def _header(title: str, dataset: str, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -406,17 +430,17 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
     fig, axes = _subplots(len(families))
     sizes = [1.0] + (_fractions(rows) or [0.5, 0.3])
     batch = sorted({int(r["inference"]["batch_users"]) for r in rows if "inference" in r})
+    machines = set()
     for ax, family in zip(axes, families or ["(none)"], strict=False):
         labels, means, errs = [], [], []
-        for fraction in sizes:
-            times = [1e3 * r["inference"]["seconds"] for r in rows
-                     if r["family"] == family and "inference" in r and math.isclose(r["fraction"], fraction)
-                     and (r["method"] == "teacher") == math.isclose(fraction, 1.0)]
-            if times:
-                mean, std = mean_std(times)
-                labels.append(_size(fraction))
-                means.append(mean)
-                errs.append(0.0 if math.isnan(std) else std)
+        machine, times = inference_times(rows, family, sizes)
+        for fraction, found in times.items():
+            mean, std = mean_std(found)
+            labels.append(_size(fraction))
+            means.append(mean)
+            errs.append(0.0 if math.isnan(std) else std)
+        if machine:
+            machines.add(machine)
         if means:
             ax.bar(labels, means, yerr=errs, capsize=3, color=["tab:blue", "tab:orange", "tab:green"][:len(means)])
         else:
@@ -424,7 +448,7 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
         ax.set_xlabel("model size (share of the teacher's parameters)")
         ax.set_ylabel(f"full-ranking time per batch of {'/'.join(map(str, batch)) or '?'} users (ms)")
         ax.set_title(f"{dataset}: {FAMILY_NAMES.get(family, family)}")
-    fig.suptitle(f"machine: {_machines(rows)}", fontsize=8)
+    fig.suptitle(f"timed on {'; '.join(sorted(machines)) or 'unknown'} (one machine per model)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -67,3 +67,20 @@ def test_table2_says_which_gd_sampler_revisions_its_rows_used():
     mixed = table2([gd(0), gd(1, 2)], "d")  # a row without the field predates the revision: 1
     assert "revision 1 (1 rows), revision 2 (1 rows) - mixed" in mixed
     assert "GD student sampler" not in table2([row(0, 0.1, 0.2) | {"params": 10}], "d")
+
+
+def test_inference_times_come_from_one_machine_the_one_with_most_rows():
+    from experiments.reports import inference_times
+
+    def timed(method: str, fraction: float, seconds: float, cpu: str, family: str = "neumf") -> dict:
+        return {"family": family, "method": method, "fraction": fraction, "inference": {"seconds": seconds},
+                "machine": {"cpu": cpu, "device": "cpu", "torch_threads": 1}}
+
+    rows = [timed("teacher", 1.0, 0.010, "A"), timed("student", 0.5, 0.004, "A"), timed("cd", 0.5, 0.006, "A"),
+            timed("teacher", 1.0, 0.100, "B"), timed("gd", 0.5, 0.050, "B"),  # a slower CPU, fewer rows
+            timed("teacher", 1.0, 9.0, "B", family="bpr"), {"family": "neumf", "method": "student", "fraction": 0.3}]
+    machine, times = inference_times(rows, "neumf", [1.0, 0.5, 0.3])
+    assert machine == "A (cpu, 1 threads)"
+    assert times == {1.0: [10.0], 0.5: [4.0, 6.0]}  # ms; machine B's rows and the untimed 30% row are left out
+    assert inference_times(rows, "bpr", [1.0, 0.5]) == ("B (cpu, 1 threads)", {1.0: [9000.0]})
+    assert inference_times(rows, "mf", [1.0]) == (None, {})
