@@ -430,7 +430,6 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
     fig, axes = _subplots(len(families))
     sizes = [1.0] + (_fractions(rows) or [0.5, 0.3])
     batch = sorted({int(r["inference"]["batch_users"]) for r in rows if "inference" in r})
-    machines = set()
     for ax, family in zip(axes, families or ["(none)"], strict=False):
         labels, means, errs = [], [], []
         machine, times = inference_times(rows, family, sizes)
@@ -439,16 +438,14 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
             labels.append(_size(fraction))
             means.append(mean)
             errs.append(0.0 if math.isnan(std) else std)
-        if machine:
-            machines.add(machine)
         if means:
             ax.bar(labels, means, yerr=errs, capsize=3, color=["tab:blue", "tab:orange", "tab:green"][:len(means)])
         else:
             _not_run(ax, "inference time")
         ax.set_xlabel("model size (share of the teacher's parameters)")
         ax.set_ylabel(f"full-ranking time per batch of {'/'.join(map(str, batch)) or '?'} users (ms)")
-        ax.set_title(f"{dataset}: {FAMILY_NAMES.get(family, family)}")
-    fig.suptitle(f"timed on {'; '.join(sorted(machines)) or 'unknown'} (one machine per model)", fontsize=8)
+        ax.set_title(f"{dataset}: {FAMILY_NAMES.get(family, family)}\ntimed on {machine or 'unknown'}", fontsize=9)
+    fig.suptitle("each model's timings come from one machine (the one that timed most of its rows)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
