@@ -184,16 +184,17 @@ def inference_times(rows: Sequence[dict[str, Any]], family: str, sizes: Sequence
                     ) -> tuple[str | None, dict[float, list[float]]]:
     """Full-ranking milliseconds per batch for each size (teacher rows at 1.0), from one machine only: timings from
     different CPUs or GPUs do not average. The machine that timed the most of this family's rows is used."""
-    timed = [r for r in rows if r["family"] == family and "inference" in r]
-    if not timed:
+    by_machine: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["family"] == family and "inference" in r:
+            by_machine[_machine(r)].append(r)
+    if not by_machine:
         return None, {}
-    counts = Counter(_machine(r) for r in timed)
-    machine = max(counts, key=lambda name: (counts[name], name))
+    machine = max(by_machine, key=lambda name: (len(by_machine[name]), name))
     times: dict[float, list[float]] = {}
     for fraction in sizes:
-        found = [1e3 * r["inference"]["seconds"] for r in timed
-                 if _machine(r) == machine and math.isclose(r["fraction"], fraction)
-                 and (r["method"] == "teacher") == math.isclose(fraction, 1.0)]
+        found = [1e3 * r["inference"]["seconds"] for r in by_machine[machine]
+                 if math.isclose(r["fraction"], fraction) and (r["method"] == "teacher") == math.isclose(fraction, 1.0)]
         if found:
             times[fraction] = found
     return machine, times
