@@ -416,15 +416,17 @@ def gd(
 
 
 def full_app() -> typer.Typer:
-    """The app with `run` (experiments.runner) and `report` (experiments.reports) added; they build on this
-    module's stages, so they are imported here rather than at the top."""
-    from experiments import reports, runner
+    """The app with `run` (experiments.runner), `report` (experiments.reports) and `timing` (experiments.timing)
+    added; they build on this module's stages, so they are imported here rather than at the top."""
+    from experiments import reports, runner, timing
 
     names = {command.name for command in app.registered_commands}
     if "run" not in names:
         app.command("run")(runner.run_command)
     if "report" not in names:
         app.command("report")(reports.report_command)
+    if "timing" not in names:
+        app.command("timing")(timing.timing_command)
     return app
 
 

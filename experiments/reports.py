@@ -5,9 +5,10 @@
                ml-100k table, with its GD numbers beside ours when the dataset is ml-100k)
     table4.md  KD teacher (raw data) vs GD teacher (raw + generated), plus the CGAN as a recommender
     fig2.png   accuracy of T / M=50% / S=30%
-    fig3.png   full-ranking inference time of one batch of users for T / M / S (measured by the runner; per model,
-               the rows of the one machine that timed the most of them, since timings of different machines do not
-               average)
+    fig3.png   full-ranking inference time of one batch of users for T / M / S: per model, the latest run of
+               `gdrec-lab timing` in the report folder's inference.jsonl (all sizes timed in one process, interleaved);
+               without one, the runner's per-cell timings of the one machine that timed the most of them (timings
+               of different machines do not average)
     fig4.png   GD student accuracy vs lambda
     grid.md    every hyperparameter setting run per (model, method, size), and the one selected
 
@@ -198,6 +199,18 @@ def inference_times(rows: Sequence[dict[str, Any]], family: str, sizes: Sequence
         if found:
             times[fraction] = found
     return machine, times
+
+
+def one_run_times(timings: Sequence[dict[str, Any]], family: str, dataset: str
+                  ) -> tuple[str | None, dict[float, list[float]]]:
+    """Milliseconds per round for each size from the latest `gdrec-lab timing` run of this model and dataset
+    (experiments.timing), with its machine; (None, {}) when there is none."""
+    mine = [t for t in timings if t.get("family") == family and t.get("dataset") == dataset]
+    if not mine:
+        return None, {}
+    run = max(t["run"] for t in mine)
+    latest = sorted((t for t in mine if t["run"] == run), key=lambda t: -t["fraction"])
+    return _machine(latest[0]), {float(t["fraction"]): [1e3 * s for s in t["seconds"]] for t in latest}
 
 
 def _header(title: str, dataset: str, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -425,28 +438,45 @@ def fig2(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
     return path
 
 
-def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
-    """Median full-ranking time of one batch of users per model size, measured in the runner's process."""
-    families = _families(rows)
+def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path, timings: Sequence[dict[str, Any]] = ()) -> Path:
+    """Full-ranking time of one batch of users per model size: the latest `gdrec-lab timing` run of each model
+    (median over its interleaved rounds, bars from the 25th to the 75th percentile) or, without one, the runner's
+    per-cell medians of one machine (mean ± std over the cells)."""
+    families = _families(rows) or sorted({t["family"] for t in timings if t.get("dataset") == dataset})
     fig, axes = _subplots(len(families))
     sizes = [1.0] + (_fractions(rows) or [0.5, 0.3])
-    batch = sorted({int(r["inference"]["batch_users"]) for r in rows if "inference" in r})
+    sources = set()
     for ax, family in zip(axes, families or ["(none)"], strict=False):
-        labels, means, errs = [], [], []
-        machine, times = inference_times(rows, family, sizes)
-        for fraction, found in times.items():
-            mean, std = mean_std(found)
-            labels.append(_size(fraction))
-            means.append(mean)
-            errs.append(0.0 if math.isnan(std) else std)
-        if means:
-            ax.bar(labels, means, yerr=errs, capsize=3, color=["tab:blue", "tab:orange", "tab:green"][:len(means)])
+        machine, times = one_run_times(timings, family, dataset)
+        if times:
+            sources.add("one run")
+            batch = sorted({int(t["batch_users"]) for t in timings if t.get("family") == family})
+            centre = [float(np.median(v)) for v in times.values()]
+            low = [c - float(np.percentile(v, 25)) for c, v in zip(centre, times.values(), strict=True)]
+            high = [float(np.percentile(v, 75)) - c for c, v in zip(centre, times.values(), strict=True)]
+            rounds = min(len(v) for v in times.values())
+            how = f"one run, median of {rounds} interleaved rounds"
+        else:
+            machine, times = inference_times(rows, family, sizes)
+            sources.add("cells")
+            batch = sorted({int(r["inference"]["batch_users"]) for r in rows
+                            if "inference" in r and r["family"] == family})
+            stats = [mean_std(found) for found in times.values()]
+            centre = [mean for mean, _ in stats]
+            low = high = [0.0 if math.isnan(std) else std for _, std in stats]
+            how = "the cells' own timings, mean ± std"
+        if centre:
+            ax.bar([_size(f) for f in times], centre, yerr=[low, high], capsize=3,
+                   color=["tab:blue", "tab:orange", "tab:green", "tab:purple"][:len(centre)])
         else:
             _not_run(ax, "inference time")
         ax.set_xlabel("model size (share of the teacher's parameters)")
         ax.set_ylabel(f"full-ranking time per batch of {'/'.join(map(str, batch)) or '?'} users (ms)")
-        ax.set_title(f"{dataset}: {FAMILY_NAMES.get(family, family)}\ntimed on {machine or 'unknown'}", fontsize=9)
-    fig.suptitle("each model's timings come from one machine (the one that timed most of its rows)", fontsize=8)
+        ax.set_title(f"{dataset}: {FAMILY_NAMES.get(family, family)}\ntimed on {machine or 'unknown'}"
+                     + (f"\n{how}" if centre else ""), fontsize=9)
+    if "cells" in sources:
+        fig.suptitle("without a `gdrec-lab timing` run, a model's bars are the runner's per-cell timings from one "
+                     "machine (the one that timed most of its rows)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -510,8 +540,10 @@ def fig4(rows: Sequence[dict[str, Any]], dataset: str, path: Path) -> Path:
 # Entry points
 
 
-def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str | None = None) -> list[Path]:
-    """Write table2/3/4.md, grid.md and fig2/3/4.png for one dataset; returns the paths written."""
+def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str | None = None,
+                   timings: Sequence[dict[str, Any]] = ()) -> list[Path]:
+    """Write table2/3/4.md, grid.md and fig2/3/4.png for one dataset; returns the paths written. `timings` are
+    `gdrec-lab timing` rows (experiments.timing) for fig3."""
     rows = list(rows)
     datasets = sorted({r["dataset"] for r in rows})
     if dataset is None:
@@ -532,8 +564,9 @@ def render_reports(rows: Iterable[dict[str, Any]], out_dir: Path, dataset: str |
         target = out_dir / name
         target.write_text(build(chosen, dataset) + "\n", encoding="utf-8")
         written.append(target)
-    for name, draw in (("fig2.png", fig2), ("fig3.png", fig3), ("fig4.png", fig4)):
-        written.append(draw(chosen, dataset, out_dir / name))
+    written.append(fig2(chosen, dataset, out_dir / "fig2.png"))
+    written.append(fig3(chosen, dataset, out_dir / "fig3.png", timings))
+    written.append(fig4(chosen, dataset, out_dir / "fig4.png"))
     return written
 
 
@@ -560,15 +593,20 @@ def report_command(
     save_rows: Annotated[Path | None, typer.Option(
         help="also write the merged rows here (e.g. reports/ml-100k/results.jsonl, to commit beside the reports)")
     ] = None,
+    timings: Annotated[Path | None, typer.Option(
+        help="`gdrec-lab timing` rows for fig3 (default: <out>/inference.jsonl when it exists)")] = None,
 ) -> None:
     """Render table2/3/4.md, grid.md and fig2/3/4.png from one or more results files."""
     missing = [str(path) for path in results if not path.is_file()]
+    if timings is not None and not timings.is_file():
+        missing.append(f"{timings} (--timings)")
     if missing:
         raise typer.BadParameter(f"no results file at {', '.join(missing)}; pass the results.jsonl of a "
-                                 "`gdrec-lab run` work dir")
+                                 "`gdrec-lab run` work dir, and for --timings the file `gdrec-lab timing` wrote")
     rows = merged_rows(results)
+    timing_rows = read_rows(timings if timings is not None else Path(out) / "inference.jsonl")
     try:
-        written = render_reports(rows, out, dataset)
+        written = render_reports(rows, out, dataset, timing_rows)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if save_rows is not None:
