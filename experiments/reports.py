@@ -455,7 +455,7 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path, timings: Sequ
             low = [c - float(np.percentile(v, 25)) for c, v in zip(centre, times.values(), strict=True)]
             high = [float(np.percentile(v, 75)) - c for c, v in zip(centre, times.values(), strict=True)]
             rounds = min(len(v) for v in times.values())
-            how = f"one run, median of {rounds} interleaved rounds"
+            how = f"one run: median of {rounds} interleaved rounds, bars 25th-75th percentile"
         else:
             machine, times = inference_times(rows, family, sizes)
             sources.add("cells")
@@ -464,7 +464,7 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path, timings: Sequ
             stats = [mean_std(found) for found in times.values()]
             centre = [mean for mean, _ in stats]
             low = high = [0.0 if math.isnan(std) else std for _, std in stats]
-            how = "the cells' own timings, mean ± std"
+            how = "the cells' own timings: mean ± std over the cells"
         if centre:
             ax.bar([_size(f) for f in times], centre, yerr=[low, high], capsize=3,
                    color=["tab:blue", "tab:orange", "tab:green", "tab:purple"][:len(centre)])
