@@ -205,12 +205,19 @@ def one_run_times(timings: Sequence[dict[str, Any]], family: str, dataset: str
                   ) -> tuple[str | None, dict[float, list[float]]]:
     """Milliseconds per round for each size from the latest `gdrec-lab timing` run of this model and dataset
     (experiments.timing), with its machine; (None, {}) when there is none."""
+    latest = _latest_timing_run(timings, family, dataset)
+    if not latest:
+        return None, {}
+    return _machine(latest[0]), {float(t["fraction"]): [1e3 * s for s in t["seconds"]] for t in latest}
+
+
+def _latest_timing_run(timings: Sequence[dict[str, Any]], family: str, dataset: str) -> list[dict[str, Any]]:
+    """The rows of the latest `gdrec-lab timing` run of this model and dataset, the teacher first."""
     mine = [t for t in timings if t.get("family") == family and t.get("dataset") == dataset]
     if not mine:
-        return None, {}
+        return []
     run = max(t["run"] for t in mine)
-    latest = sorted((t for t in mine if t["run"] == run), key=lambda t: -t["fraction"])
-    return _machine(latest[0]), {float(t["fraction"]): [1e3 * s for s in t["seconds"]] for t in latest}
+    return sorted((t for t in mine if t["run"] == run), key=lambda t: -t["fraction"])
 
 
 def _header(title: str, dataset: str, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -450,7 +457,7 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path, timings: Sequ
         machine, times = one_run_times(timings, family, dataset)
         if times:
             sources.add("one run")
-            batch = sorted({int(t["batch_users"]) for t in timings if t.get("family") == family})
+            batch = sorted({int(t["batch_users"]) for t in _latest_timing_run(timings, family, dataset)})
             centre = [float(np.median(v)) for v in times.values()]
             low = [c - float(np.percentile(v, 25)) for c, v in zip(centre, times.values(), strict=True)]
             high = [float(np.percentile(v, 75)) - c for c, v in zip(centre, times.values(), strict=True)]

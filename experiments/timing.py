@@ -12,7 +12,6 @@ draws fig3 from the latest run per model found there."""
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +25,6 @@ from experiments import lab
 from experiments.runner import dataset_slug, machine_info
 from shared.device import resolve_device
 from shared.models import build_model, config_at_fraction
-
-log = logging.getLogger("gdrec.timing")
 
 
 def sized_models(dataset: str, family: str, n_users: int, n_items: int, fractions: list[float],
@@ -110,6 +107,8 @@ def timing_command(
         sizes = [float(x) for x in fractions.split(",") if x.strip()]
     except ValueError:
         raise typer.BadParameter(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
+    if not sizes or not all(0 < size < 1 for size in sizes):
+        raise typer.BadParameter(f"--fractions must be student sizes between 0 and 1 (e.g. 0.5,0.3), got {fractions!r}")
     families = [m.strip() for m in models.split(",") if m.strip()]
     unknown = sorted(set(families) - {"bpr", "neumf"})
     if unknown:
@@ -127,7 +126,10 @@ def timing_command(
     run = datetime.now(UTC).isoformat(timespec="seconds")
     rows: list[dict[str, Any]] = []
     for family in families:
-        built = sized_models(dataset, family, split.n_users, split.n_items, sizes, teacher)
+        try:
+            built = sized_models(dataset, family, split.n_users, split.n_items, sizes, teacher)
+        except (TypeError, ValueError) as exc:  # a --teacher-json the model does not take, or no size that fits
+            raise typer.BadParameter(f"{family}: {exc}") from None
         seconds = interleaved_seconds(built, batch_users, rounds, torch_device)
         rows += timing_rows(dataset, family, seconds, built, batch_users, machine, run)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from types import MappingProxyType
 import httpx
 from tqdm.auto import tqdm
 
-from data_owner.data.errors import DatasetUnavailableError
+from data_owner.data.errors import DataFormatError, DatasetUnavailableError
 from data_owner.data.filters import filter_min_interactions
 from data_owner.data.loaders import (
     load_movielens_ratings_dat,
@@ -290,9 +290,10 @@ def loader_for_path(path: str | Path) -> Callable[[Path], InteractionTable]:
         return load_recbole_inter
     if suffix in (".csv", ".tsv", ".txt", ".parquet"):
         return _load_conventional_table
-    raise ValueError(
+    raise DataFormatError(
         f"cannot tell the format of {p}: expected u.data, ratings.dat, users.dat, a RecBole .inter file or a "
-        ".csv/.tsv/.txt/.parquet table (or call a loader from data_owner.data.loaders directly)"
+        ".csv/.tsv/.txt/.parquet table (or call a loader from data_owner.data.loaders directly)",
+        path=p,
     )
 
 

@@ -111,3 +111,7 @@ def test_timing_command_rejects_bad_options_with_a_clear_message(data):
     assert bad_json.exit_code != 0 and "not valid JSON" in flat(bad_json.output)
     bad_fraction = cli.invoke(full_app(), base + ["--fractions", "half"])
     assert bad_fraction.exit_code != 0 and "comma-separated numbers" in flat(bad_fraction.output)
+    whole = cli.invoke(full_app(), base + ["--fractions", "1.5"])
+    assert whole.exit_code != 0 and "between 0 and 1" in flat(whole.output)
+    wrong_model = cli.invoke(full_app(), base + ["--models", "neumf", "--teacher-json", TEACHER])
+    assert wrong_model.exit_code != 0 and "neumf:" in flat(wrong_model.output)

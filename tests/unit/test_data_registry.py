@@ -15,6 +15,7 @@ import pytest
 
 from data_owner.data import (
     DATASETS,
+    DataFormatError,
     DatasetUnavailableError,
     data_dir,
     download_ml100k,
@@ -84,7 +85,8 @@ def test_path_resolution(tmp_path: Path) -> None:
     assert loader_for_path("ratings.dat") is load_movielens_ratings_dat
     assert loader_for_path("a/users.dat") is load_user_lists
     assert loader_for_path("ml-1m.inter") is load_recbole_inter
-    with pytest.raises(ValueError, match="cannot tell the format"):
+    # a DataFormatError (a ValueError): the CLIs print it as the user's error, with exit status 2, not a traceback
+    with pytest.raises(DataFormatError, match="cannot tell the format of items.dat"):
         loader_for_path("items.dat")
 
     udata = tmp_path / "u.data"
