@@ -415,21 +415,6 @@ def gd(
         out.write_text(json.dumps(payload, indent=2, default=str))
 
 
-def full_app() -> typer.Typer:
-    """The app with `run` (experiments.runner), `report` (experiments.reports) and `timing` (experiments.timing)
-    added; they build on this module's stages, so they are imported here rather than at the top."""
-    from experiments import reports, runner, timing
-
-    names = {command.name for command in app.registered_commands}
-    if "run" not in names:
-        app.command("run")(runner.run_command)
-    if "report" not in names:
-        app.command("report")(reports.report_command)
-    if "timing" not in names:
-        app.command("timing")(timing.timing_command)
-    return app
-
-
 def run_cli(cli: typer.Typer) -> None:
     """Run a research CLI; a dataset that is missing or malformed is the user's to fix, so it ends the command with
     the loader's message (which names the file and line, or where to put the data) and exit status 2, not a
@@ -440,6 +425,3 @@ def run_cli(cli: typer.Typer) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
 
-
-def main() -> None:
-    run_cli(full_app())

@@ -57,7 +57,7 @@ def test_bad_candidates_are_refused_before_training(tmp_path):
 
 @pytest.mark.parametrize("command", [["gd"], ["run", "--work-dir", "unused"]])
 def test_lab_commands_refuse_a_bad_cgan_json_without_a_traceback(tmp_path, command):
-    from experiments.lab import full_app
+    from experiments.cli import full_app
 
     data = tmp_path / "users.dat"
     write_users_dat(data, n_users=40, n_items=30)

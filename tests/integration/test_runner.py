@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 import shared.training as training
 from data_owner.gan import CGANConfig
 from experiments import lab
-from experiments.lab import ChainConfig, full_app
+from experiments.cli import full_app
+from experiments.lab import ChainConfig
 from experiments.reports import fmt, render_reports, select
 from experiments.runner import (
     METHODS,

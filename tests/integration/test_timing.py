@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from experiments.lab import full_app
+from experiments.cli import full_app
 from experiments.reports import one_run_times
 from experiments.timing import interleaved_seconds, sized_models
 from tests.conftest import write_users_dat

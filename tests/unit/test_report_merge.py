@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from experiments.lab import full_app
+from experiments.cli import full_app
 from experiments.reports import latest_rows, merged_rows, select
 
 
