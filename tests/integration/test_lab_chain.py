@@ -89,13 +89,13 @@ def test_rr_epsilon_without_the_privacy_module_says_so(tmp_path, monkeypatch):
         training_split(split, ChainConfig(dataset=str(data), rr_epsilon=1.0))
 
 
-@pytest.mark.parametrize("main_module", ["experiments.lab", "experiments.privacy_report", "experiments.cgan_search"])
+@pytest.mark.parametrize("main_module", ["experiments.cli", "experiments.privacy_report", "experiments.cgan_search"])
 def test_research_clis_report_a_bad_data_file_without_a_traceback(tmp_path, monkeypatch, capsys, main_module):
     import importlib
 
     bad = tmp_path / "u.data"
     bad.write_text("1\t2\t5\t881250949\n1 2 3\n")
-    command = {"experiments.lab": ["gd"], "experiments.privacy_report": [],
+    command = {"experiments.cli": ["gd"], "experiments.privacy_report": [],
                "experiments.cgan_search": ["--try", "{}", "--results", str(tmp_path / "search.jsonl")]}[main_module]
     monkeypatch.chdir(tmp_path)  # the CLIs' default output folders (reports/..., runs/...) land here
     monkeypatch.setattr(sys, "argv", ["prog", *command, "--dataset", str(bad), "--no-progress"])
