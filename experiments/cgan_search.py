@@ -29,7 +29,8 @@ import typer
 from data_owner.gan import CGANConfig, generator_scorer, train_cgan
 from data_owner.pipeline import cgan_preset
 from experiments.lab import configure_logging, evaluate_scorer, load_split, run_cli
-from experiments.runner import ResultsFile, _digest, dataset_identity, dataset_slug, machine_info
+from experiments.results import ResultsFile
+from experiments.runner import _digest, dataset_identity, dataset_slug, machine_info
 from shared.device import resolve_device
 from shared.evaluation import evaluate
 

@@ -63,13 +63,12 @@ from data_owner.privacy import export_pairs, leakage_report, soft_target_scorer 
 from data_owner.privacy.leakage import EXPORT_ROW, HISTORY_ROW, POPULARITY_ROW  # noqa: E402
 from experiments import lab  # noqa: E402
 from experiments.lab import ChainConfig, GeneratorStage, StageResult  # noqa: E402
+from experiments.results import ResultsFile, read_rows  # noqa: E402
 from experiments.runner import (  # noqa: E402
-    ResultsFile,
     dataset_slug,
     exclusive_lock,
     gd_teacher_settings_payload,
     machine_info,
-    read_rows,
 )
 from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION  # noqa: E402
 from shared.device import resolve_device  # noqa: E402

@@ -40,8 +40,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import typer  # noqa: E402
 
-from experiments.presets import GD_LAMBDA  # noqa: E402
-from experiments.runner import SELECTION_METRIC, read_rows  # noqa: E402
+from experiments.presets import GD_LAMBDA, SELECTION_METRIC  # noqa: E402
+from experiments.results import read_rows  # noqa: E402
 from shared.checkpoint import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("gdrec.reports")

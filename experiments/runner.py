@@ -42,7 +42,6 @@ lock file enforces it).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -69,7 +68,8 @@ from data_owner.gan import GeneratedLists
 from data_owner.pipeline import cgan_preset
 from experiments import lab
 from experiments.lab import ChainConfig, GeneratorStage, StageResult
-from experiments.presets import FRACTIONS, GD_LAMBDA, KD_WEIGHTS, LAMBDA_SWEEP, TEMPERATURES
+from experiments.presets import FRACTIONS, GD_LAMBDA, KD_WEIGHTS, LAMBDA_SWEEP, SELECTION_METRIC, TEMPERATURES
+from experiments.results import ResultsFile, json_default, read_rows
 from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION
 from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.device import resolve_device
@@ -81,7 +81,6 @@ log = logging.getLogger("gdrec.runner")
 METHODS = ("teacher", "student", "rd", "cd", "bd", "gd")
 KD_METHODS = ("rd", "cd", "bd")
 FAMILIES = ("bpr", "neumf")
-SELECTION_METRIC = "NDCG@50"  # on the validation item; reports.py selects with it
 SAMPLED_KS = (5, 10, 20)
 RESULTS_NAME = "results.jsonl"
 
@@ -240,73 +239,6 @@ def cell_config(spec: GridSpec, cell: Cell) -> ChainConfig:
                    temperature=cell.temperature if cell.temperature is not None else spec.base.temperature,
                    lam=cell.lam if cell.lam is not None else spec.base.lam,
                    progress=spec.progress and spec.base.progress)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Results file
-
-
-class ResultsFile:
-    """Append-only JSONL of finished cells; each line is flushed and fsync'ed as it is written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-
-    def _repair_tail(self) -> None:
-        """Cut a partial last line (a crash mid-write) so the next append starts on a fresh line."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        data = self.path.read_bytes()
-        if data.endswith(b"\n"):
-            return
-        keep = data.rfind(b"\n") + 1
-        log.warning("%s: cutting a partial last line of %d bytes (an interrupted write)", self.path,
-                    len(data) - keep)
-        with open(self.path, "r+b") as handle:
-            handle.truncate(keep)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def rows(self) -> list[dict[str, Any]]:
-        return read_rows(self.path)
-
-    def finished_keys(self) -> set[str]:
-        return {row["key"] for row in self.rows() if "key" in row}
-
-    def append(self, row: dict[str, Any]) -> None:
-        line = json.dumps(row, sort_keys=True, default=_json_default) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a NeuMF teacher's Pretraining
-        return dataclasses.asdict(value)
-    raise TypeError(f"cannot write {type(value).__name__} to the results file")
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a results file; a malformed line (a write cut short) is skipped with a warning."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s line %d: not valid JSON (an interrupted write?), skipped", path, number)
-    return rows
 
 
 @contextmanager
@@ -557,7 +489,7 @@ def _kd_student(cell: Cell, config: ChainConfig, ctx: CellContext) -> StageResul
 
 def _jsonable(value: Any) -> bool:
     try:
-        json.dumps(value, default=_json_default)
+        json.dumps(value, default=json_default)
     except (TypeError, ValueError):
         return False
     return True
@@ -642,7 +574,7 @@ def run_grid(spec: GridSpec) -> RunSummary:
         finished = results.finished_keys()
         todo = [c for c in cells if cell_key(spec, c) not in finished]
         for cell in todo:  # fail before hours of training, not at the first row written after them
-            json.dumps(cell_settings(cell, cell_config(spec, cell), spec.baseline_options), default=_json_default)
+            json.dumps(cell_settings(cell, cell_config(spec, cell), spec.baseline_options), default=json_default)
         log.info("%d cells in the grid, %d already finished, %d to run", len(cells), len(cells) - len(todo),
                  len(todo))
         trained: list[str] = []

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from experiments.cgan_search import app
-from experiments.runner import read_rows
+from experiments.results import read_rows
 from tests.conftest import write_users_dat
 
 BASE = json.dumps({"hidden_g": [16], "hidden_d": [8], "noise_dim": 4, "epochs": 3, "eval_every": 1,

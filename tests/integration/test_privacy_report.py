@@ -23,7 +23,7 @@ from experiments.privacy_report import (
     app,
     parse_settings,
 )
-from experiments.runner import read_rows
+from experiments.results import read_rows
 from tests.conftest import write_users_dat
 
 L = 6

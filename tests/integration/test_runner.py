@@ -17,13 +17,12 @@ from experiments import lab
 from experiments.cli import full_app
 from experiments.lab import ChainConfig
 from experiments.reports import fmt, render_reports, select
+from experiments.results import ResultsFile, read_rows
 from experiments.runner import (
     METHODS,
     GridSpec,
-    ResultsFile,
     cell_key,
     grid_cells,
-    read_rows,
     run_grid,
     work_dir_lock,
 )
