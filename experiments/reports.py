@@ -205,10 +205,14 @@ def one_run_times(timings: Sequence[dict[str, Any]], family: str, dataset: str
                   ) -> tuple[str | None, dict[float, list[float]]]:
     """Milliseconds per round for each size from the latest `gdrec-lab timing` run of this model and dataset
     (experiments.timing), with its machine; (None, {}) when there is none."""
-    latest = _latest_timing_run(timings, family, dataset)
-    if not latest:
+    return _run_times(_latest_timing_run(timings, family, dataset))
+
+
+def _run_times(run: Sequence[dict[str, Any]]) -> tuple[str | None, dict[float, list[float]]]:
+    """(machine, {size: milliseconds per round}) of one timing run's rows; (None, {}) for none."""
+    if not run:
         return None, {}
-    return _machine(latest[0]), {float(t["fraction"]): [1e3 * s for s in t["seconds"]] for t in latest}
+    return _machine(run[0]), {float(t["fraction"]): [1e3 * s for s in t["seconds"]] for t in run}
 
 
 def _latest_timing_run(timings: Sequence[dict[str, Any]], family: str, dataset: str) -> list[dict[str, Any]]:
@@ -454,10 +458,11 @@ def fig3(rows: Sequence[dict[str, Any]], dataset: str, path: Path, timings: Sequ
     sizes = [1.0] + (_fractions(rows) or [0.5, 0.3])
     sources = set()
     for ax, family in zip(axes, families or ["(none)"], strict=False):
-        machine, times = one_run_times(timings, family, dataset)
+        latest = _latest_timing_run(timings, family, dataset)
+        machine, times = _run_times(latest)
         if times:
             sources.add("one run")
-            batch = sorted({int(t["batch_users"]) for t in _latest_timing_run(timings, family, dataset)})
+            batch = sorted({int(t["batch_users"]) for t in latest})
             centre = [float(np.median(v)) for v in times.values()]
             low = [c - float(np.percentile(v, 25)) for c, v in zip(centre, times.values(), strict=True)]
             high = [float(np.percentile(v, 75)) - c for c, v in zip(centre, times.values(), strict=True)]

@@ -72,7 +72,7 @@ from experiments.presets import FRACTIONS, GD_LAMBDA, KD_WEIGHTS, LAMBDA_SWEEP, 
 from experiments.results import ResultsFile, json_default, read_rows
 from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION
 from shared.checkpoint import load_checkpoint, save_checkpoint
-from shared.device import resolve_device
+from shared.device import resolve_device, synchronize
 from shared.evaluation import sampled_target_ranks
 from shared.metrics import ranking_metrics
 
@@ -289,17 +289,13 @@ def full_ranking_seconds(model: torch.nn.Module, n_users: int, batch_users: int,
     model.eval()
     users = torch.arange(min(batch_users, n_users), device=device)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     model.score_all(users)
-    sync()
+    synchronize(device)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         model.score_all(users)
-        sync()
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return float(np.median(times))
 

@@ -23,7 +23,7 @@ import typer
 
 from experiments import lab
 from experiments.runner import dataset_slug, machine_info
-from shared.device import resolve_device
+from shared.device import resolve_device, synchronize
 from shared.models import build_model, config_at_fraction
 
 
@@ -44,23 +44,19 @@ def interleaved_seconds(models: dict[float, torch.nn.Module], batch_users: int, 
                         device: torch.device) -> dict[float, list[float]]:
     """Wall seconds of one `score_all` over the first `batch_users` users, per model and round; each model is
     called once untimed first, and round r times the models in the order rotated by r."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     order = list(models)
     users = {size: torch.arange(min(batch_users, model.n_users), device=device) for size, model in models.items()}
     for size, model in models.items():
         model.to(device).eval()
         model.score_all(users[size])
-    sync()
+    synchronize(device)
     seconds: dict[float, list[float]] = {size: [] for size in order}
     for r in range(rounds):
         shift = r % len(order)
         for size in order[shift:] + order[:shift]:
             started = time.perf_counter()
             models[size].score_all(users[size])
-            sync()
+            synchronize(device)
             seconds[size].append(time.perf_counter() - started)
     return seconds
 

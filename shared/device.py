@@ -13,3 +13,10 @@ def resolve_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was requested but CUDA is not available here; use --device cpu or auto")
     return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously); a no-op on the CPU. Call it before reading a
+    clock around GPU work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
