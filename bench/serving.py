@@ -30,7 +30,7 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 def bench_model(data_dir: Path, tokens: list[str], requests: int) -> dict:
     env = {"GDREC_CONSUMER_DATA_DIR": str(data_dir), "GDREC_CONSUMER_API_KEY": KEY,
-           "GDREC_CONSUMER_LOG_LEVEL": "warning"}
+           "GDREC_CONSUMER_LOG_LEVEL": "warning", "GDREC_CONSUMER_ENVIRONMENT": "development"}
     with service("model_consumer.cli", env, free_port()) as url:
         card = httpx.get(f"{url}/v1/model", headers=HEADERS).json()
         recs = [f"/v1/recommendations/{tokens[i % len(tokens)]}?k=50" for i in range(requests)]

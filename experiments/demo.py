@@ -6,6 +6,11 @@ student and serves it. The demo prints a sample recommendation and the owner's r
 then stops both services. It only orchestrates the two command lines (`python -m data_owner.cli`,
 `python -m model_consumer.cli`) as subprocesses; neither service imports the other.
 
+Both run as development (`GDREC_OWNER_ENVIRONMENT` / `GDREC_CONSUMER_ENVIRONMENT`), asked for explicitly: the
+services default to production. The secrets are strong all the same: the owner's HMAC secret is generated once into
+owner/secret (mode 0600, so that a rerun keeps the same tokens) and handed over as a file
+(`GDREC_OWNER_SECRET_FILE`), and the consumer's API key is new on every run.
+
 The dataset: $GDREC_DATA_DIR/ml-100k/u.data when present, else downloaded from GroupLens into $GDREC_DATA_DIR
 (default ./data). Offline without the file, the demo stops with a message saying where to put it."""
 
@@ -69,13 +74,15 @@ def _wait_ready(process: subprocess.Popen, url: str, log: Path, timeout: float =
     raise typer.Exit(1)
 
 
-def _secret(path: Path) -> str:
-    """The owner's HMAC secret for this demo folder (kept so that a rerun reuses the same tokens)."""
+def _secret_file(path: Path) -> Path:
+    """The file holding the owner's HMAC secret for this demo folder, created once (kept so that a rerun reuses the
+    same tokens); readable by its owner only."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return path
 
 
 @app.command()
@@ -98,8 +105,9 @@ def demo(
     consumer_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(os.environ.get("GDREC_DATA_DIR") or "data").resolve()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("GDREC_OWNER_", "GDREC_CONSUMER_"))}
-    consumer_api_key = secrets.token_hex(16)
-    owner_env = {**base, "GDREC_OWNER_SECRET": _secret(owner_dir / "secret"), "GDREC_DATA_DIR": str(data_dir),
+    consumer_api_key = secrets.token_hex(32)
+    owner_env = {**base, "GDREC_OWNER_ENVIRONMENT": "development",
+                 "GDREC_OWNER_SECRET_FILE": str(_secret_file(owner_dir / "secret")), "GDREC_DATA_DIR": str(data_dir),
                  "GDREC_OWNER_ARTIFACTS_DIR": str(owner_dir / "artifacts"),
                  "GDREC_OWNER_CONSUMER_KEY": consumer_api_key}
     owner_port, consumer_port = _free_port(), _free_port()
@@ -128,7 +136,8 @@ def demo(
                                               stderr=subprocess.STDOUT))
         _wait_ready(processes[-1], owner_url, owner_log)
 
-        consumer_env = {**base, "GDREC_CONSUMER_DATA_DIR": str(consumer_dir / "data"),
+        consumer_env = {**base, "GDREC_CONSUMER_ENVIRONMENT": "development",
+                        "GDREC_CONSUMER_DATA_DIR": str(consumer_dir / "data"),
                         "GDREC_CONSUMER_OWNER_URL": owner_url, "GDREC_CONSUMER_OWNER_KEY": owner_key,
                         "GDREC_CONSUMER_API_KEY": consumer_api_key}
         consumer_env.pop("GDREC_DATA_DIR", None)  # the consumer has no business with raw data

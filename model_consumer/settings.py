@@ -1,19 +1,33 @@
-"""Settings of `gdrec-consumer` (pull, distill, serve) from `GDREC_CONSUMER_*` environment variables or `.env`.
+"""Settings of `gdrec-consumer` (pull, distill, serve), from the strongest source to the weakest: keyword arguments
+(the CLI's options), `GDREC_CONSUMER_*` environment variables, `GDREC_CONSUMER_*_FILE` variables naming a file that
+holds a key, a `.env` file, files in the secrets directory (`/run/secrets/gdrec_consumer_api_key`; another directory
+with `GDREC_CONSUMER_SECRETS_DIR`), the defaults. See `shared.secret_policy` for the files.
 
 The consumer's data directory holds only what it pulled from the owner and what it trained from that; there is no
-setting that points at raw data. Outside development the service refuses to start without real API keys."""
+setting that points at raw data. The environment is production unless `GDREC_CONSUMER_ENVIRONMENT=development`
+says otherwise: production refuses to start without a strong `GDREC_CONSUMER_API_KEY` and
+`GDREC_CONSUMER_ADMIN_KEY`, and refuses a weak `GDREC_CONSUMER_OWNER_KEY` (an estimated entropy under 128 bits,
+`shared.secret_policy.estimated_bits`). Development takes any key, or none (then /v1 is open), with a warning for a
+weak one."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.secret_policy import SecretFileVariables, how_to_set, use_secrets_dir, weakness, without_input
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "GDREC_CONSUMER_"
-MIN_KEY_CHARS = 16
+KEY_FIELDS = ("owner_key", "api_key", "admin_key")  # read from GDREC_CONSUMER_<NAME>_FILE too
+REQUIRED_KEYS = ("api_key", "admin_key")  # outside development
 
 
 class Environment(StrEnum):
@@ -26,7 +40,8 @@ class ConsumerSettings(BaseSettings):
         env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True,
     )
 
-    environment: Environment = Field(Environment.development, description="production requires the API keys")
+    environment: Environment = Field(Environment.production, description="production (the default) requires strong "
+                                     "API keys; development allows none (an open API)")
     data_dir: Path = Field(Path("consumer-data"), description="the consumer's own folder: pulled export, students")
     owner_url: str | None = Field(None, description="the owner's export API, e.g. http://127.0.0.1:8100")
     owner_key: SecretStr | None = Field(None, description="the API key the owner issued to this consumer")
@@ -44,16 +59,63 @@ class ConsumerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8200, ge=1, le=65535)
     log_level: str = Field("info", pattern=r"^(critical|error|warning|info|debug)$")
+    max_body_bytes: int = Field(256 * 1024, ge=0, description="the largest request body accepted (413 above it, "
+                                "before authentication); a batch of max_batch 64-character tokens needs ~70 KB")
+    key_rate_per_s: float = Field(500.0, ge=0, description="requests per second per API key, or per client address "
+                                  "when api_key is unset (0: no limit); over it, 429 with Retry-After")
+    key_burst: int = Field(1000, ge=1, description="requests a key may make at once before its rate applies")
+    address_rate_per_s: float = Field(20.0, ge=0, description="requests per second per client address without a "
+                                      "valid key (0: no limit)")
+    address_burst: int = Field(100, ge=1, description="requests a client address without a valid key may make at "
+                               "once")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus /metrics on this port, "
+                                     "apart from the API (None: no metrics endpoint; 0: any free port)")
+    metrics_host: str = Field("127.0.0.1", description="the address the metrics port binds to")
+    checkpoint_every_s: float = Field(60.0, ge=0, description="`distill` saves its resumable training state at most "
+                                      "this often, in seconds (0: every epoch)")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # never carry a refused secret, in the message or anywhere else
+            raise without_input(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFileVariables(settings_cls, ENV_PREFIX, KEY_FIELDS),
+                dotenv_settings, use_secrets_dir(file_secret_settings, ENV_PREFIX))
+
+    @field_validator(*KEY_FIELDS, mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _key_policy(self) -> ConsumerSettings:
-        if self.environment is Environment.development:
-            return self
-        for name in ("api_key", "admin_key"):
+        production = self.environment is not Environment.development
+        for name in KEY_FIELDS:
+            variable = f"{ENV_PREFIX}{name.upper()}"
             value: SecretStr | None = getattr(self, name)
-            if value is None or len(value.get_secret_value()) < MIN_KEY_CHARS:
-                raise ValueError(f"{ENV_PREFIX}{name.upper()} must be set to at least {MIN_KEY_CHARS} random "
-                                 f"characters in {self.environment.value}")
+            if value is None:
+                if production and name in REQUIRED_KEYS:
+                    raise ValueError(f"{variable} is not set and the environment is {self.environment.value}; "
+                                     f"{how_to_set(variable)} (or set {ENV_PREFIX}ENVIRONMENT=development on a "
+                                     "development machine)")
+                continue
+            problem = weakness(value.get_secret_value())
+            if problem and production:
+                raise ValueError(f"{variable} {problem}: refused in {self.environment.value}; "
+                                 + (how_to_set(variable) if name != "owner_key" else
+                                    f"set {variable} to the key printed by `gdrec-owner keys add`"))
+            if problem:
+                log.warning("%s %s: accepted in development only", variable, problem)
         return self
 
     @property
@@ -74,6 +136,11 @@ class ConsumerLayout:
     @property
     def models(self) -> Path:
         return self.root / "models"
+
+    @property
+    def training(self) -> Path:
+        """Resumable training state of `distill` runs, one folder per export and settings; removed once published."""
+        return self.root / "training"
 
     @property
     def current_model(self) -> Path:

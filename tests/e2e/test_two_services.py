@@ -99,7 +99,8 @@ class Service:
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GDREC_OWNER_", "GDREC_CONSUMER_"))}
     env.pop("GDREC_DATA_DIR", None)
-    return {**env, **extra}
+    # the test's secret and keys are readable values, weak for production (the default)
+    return {**env, "GDREC_OWNER_ENVIRONMENT": "development", "GDREC_CONSUMER_ENVIRONMENT": "development", **extra}
 
 
 @pytest.mark.timeout(240)

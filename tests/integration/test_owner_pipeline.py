@@ -49,6 +49,7 @@ def owner_environment(root, **settings: str):
             if name.startswith("GDREC_OWNER_"):
                 mp.delenv(name)
         mp.setenv("GDREC_OWNER_SECRET", SECRET)
+        mp.setenv("GDREC_OWNER_ENVIRONMENT", "development")  # SECRET is a readable test value, weak for production
         for name, value in settings.items():
             mp.setenv(f"GDREC_OWNER_{name}", value)
         mp.chdir(root)

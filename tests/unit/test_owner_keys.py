@@ -85,6 +85,7 @@ def test_keys_commands(tmp_path, monkeypatch):
     for name in list(os.environ):
         if name.startswith("GDREC_OWNER_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("GDREC_OWNER_ENVIRONMENT", "development")
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     keys_file = str(tmp_path / "keys.json")
