@@ -4,7 +4,7 @@
     serve           the export API (uvicorn) over those artifacts
     evaluate        score a consumer's served model on the owner's held-out items, over its REST API
     keys add|revoke|list   consumer API keys (hashed at rest)
-    audit verify    check the hash chain of the audit log
+    audit verify|head|reseal   check the audit log (chain, MACs, head), print its head, record a recovery
     audit leakage   what the export reveals of the raw training data (reconstruction, membership inference)
     train-teacher   one teacher alone (for choosing hyperparameters)
 
@@ -172,14 +172,18 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _settings(**overrides: Any):
-    """OwnerSettings from the environment / .env, with the given options (those not None) on top. A refused
-    setting (e.g. no secret in production) ends the command with the validator's message, not a traceback."""
+    """OwnerSettings from the environment, secret files and .env, with the given options (those not None) on top. A
+    refused setting (e.g. no secret in production, the default) or an unreadable secret file ends the command with
+    the message that says what to set, never a traceback or the secret."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from data_owner.settings import OwnerSettings
 
     try:
         return OwnerSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except SettingsError as exc:
+        raise _fail(f"invalid settings: {exc}") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -494,32 +498,122 @@ audit_app = typer.Typer(help="The export audit log, and the leakage audit of the
 app.add_typer(audit_app, name="audit")
 
 
+AuditLogOption = Annotated[Path | None, typer.Option(
+    "--log", help="audit log (default: <artifacts>/audit/audit.jsonl; its sealed segments and head record lie beside "
+                  "it)")]
+_SHOWN_PROBLEMS = 50
+
+
+def _expected_head(value: str | None):
+    """--expect-head: a head's hash, or the JSON line `audit head` printed."""
+    from pydantic import ValidationError
+
+    from shared.schemas import AuditHead
+
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        return text
+    if text.startswith("{"):
+        try:
+            return AuditHead.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise _fail(f"--expect-head: not a head record ({'.'.join(map(str, first['loc'])) or 'JSON'}: "
+                        f"{first['msg']})") from None
+    raise _fail("--expect-head takes a head's hash (64 lowercase hex digits) or the JSON line that `gdrec-owner "
+                "audit head` prints")
+
+
+def _show_report(report) -> None:
+    """Notes, acknowledged problems and problems on stderr; the verdict on stdout when the log verifies."""
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    for acknowledged in report.acknowledged[:_SHOWN_PROBLEMS]:
+        typer.echo(f"acknowledged: {acknowledged}", err=True)
+    if len(report.acknowledged) > _SHOWN_PROBLEMS:
+        typer.echo(f"acknowledged: ... and {len(report.acknowledged) - _SHOWN_PROBLEMS} more", err=True)
+    if report.ok:
+        typer.echo(f"{report.path}: {report.lines} line(s), chain intact, every MAC verifies ({report.segments} "
+                   f"file(s)); head seq {report.head.seq} hash {report.head.hash}")
+        return
+    typer.echo(f"{report.path}: TAMPERED OR DAMAGED ({len(report.problems)} problem(s); {report.lines} entries in "
+               f"{report.segments} file(s))", err=True)
+    for problem in report.problems[:_SHOWN_PROBLEMS]:
+        typer.echo(f"  {problem}", err=True)
+    if len(report.problems) > _SHOWN_PROBLEMS:
+        typer.echo(f"  ... and {len(report.problems) - _SHOWN_PROBLEMS} more", err=True)
+
+
 @audit_app.command("verify")
 def audit_verify(
     artifacts: ArtifactsOption = None,
-    log_file: Annotated[Path | None, typer.Option("--log", help="audit log (default: <artifacts>/audit/audit.jsonl)")
-                        ] = None,
-    expect_head: Annotated[str | None, typer.Option(help="a head hash recorded earlier: it must still be in the log")
-                           ] = None,
+    log_file: AuditLogOption = None,
+    expect_head: Annotated[str | None, typer.Option(
+        help="a head recorded earlier (its hash, or the JSON line `audit head` printed): it must still be in the "
+             "log")] = None,
 ) -> None:
-    """Check the hash chain and the head record; exit 1 naming the first damaged line."""
+    """Check every entry of every segment (seq, hash chain, MAC under the owner's secret) and the signed head
+    record; exit 1 naming each problem. Safe while the service runs."""
     from data_owner.audit import verify_log
-    from data_owner.settings import audit_head_key
+
+    expected = _expected_head(expect_head)
+    settings = _settings(artifacts_dir=artifacts, audit_log=log_file)
+    report = verify_log(settings.audit_path, settings.secret_bytes(), expect_head=expected)
+    _show_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("head")
+def audit_head(
+    artifacts: ArtifactsOption = None,
+    log_file: AuditLogOption = None,
+) -> None:
+    """Print the log's signed head record (seq, hash, tag) as one JSON line, to publish elsewhere and check later
+    with `audit verify --expect-head`; exit 1 when the log does not verify."""
+    from data_owner.audit import verify_log
 
     settings = _settings(artifacts_dir=artifacts, audit_log=log_file)
-    report = verify_log(settings.audit_path, head_key=audit_head_key(settings.secret_bytes()),
-                        expect_head=expect_head)
-    for note in report.notes:
-        typer.echo(f"note: {note}", err=True)
-    if report.ok:
-        typer.echo(f"{report.path}: {report.lines} line(s), chain intact; head seq {report.head.seq} hash "
-                   f"{report.head.hash}")
+    report = verify_log(settings.audit_path, settings.secret_bytes())
+    if not report.ok:
+        _show_report(report)
+        raise typer.Exit(1)
+    head = report.head_record or report.head  # the record: written once its entries were fsynced
+    typer.echo(head.model_dump_json())
+
+
+@audit_app.command("reseal")
+def audit_reseal(
+    reason: Annotated[str, typer.Option(help="what happened to the log, as far as you know: recorded in it")],
+    artifacts: ArtifactsOption = None,
+    log_file: AuditLogOption = None,
+) -> None:
+    """Record why a log that fails verification is trusted again: append an entry (MACed) with the reason, the
+    problems found and the old head record, then write a new head. The problems stay visible as acknowledged.
+    The service must be stopped."""
+    from data_owner.audit import AuditError, reseal_log
+
+    settings = _settings(artifacts_dir=artifacts, audit_log=log_file)
+    try:
+        outcome = reseal_log(settings.audit_path, settings.secret_bytes(), reason,
+                             segment_bytes=settings.audit_segment_bytes)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except (AuditError, OSError) as exc:
+        raise _fail(str(exc), code=1) from None
+    if outcome.entry is None:
+        typer.echo(f"{settings.audit_path}: verifies; nothing to reseal")
         return
-    typer.echo(f"{report.path}: TAMPERED OR DAMAGED ({len(report.problems)} problem(s) in {report.lines} line(s))",
-               err=True)
-    for problem in report.problems:
+    problems = outcome.before.problems
+    typer.echo(f"recorded {len(problems)} problem(s):", err=True)
+    for problem in problems[:_SHOWN_PROBLEMS]:
         typer.echo(f"  {problem}", err=True)
-    raise typer.Exit(1)
+    if len(problems) > _SHOWN_PROBLEMS:
+        typer.echo(f"  ... and {len(problems) - _SHOWN_PROBLEMS} more", err=True)
+    typer.echo(f"{settings.audit_path}: resealed by entry {outcome.entry.seq}; its new head, to publish:", err=True)
+    typer.echo(outcome.head.model_dump_json() if outcome.head is not None else "")
 
 
 @audit_app.command("leakage")

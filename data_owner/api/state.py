@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from data_owner.audit import AuditError, AuditLog
 from data_owner.keys import KeyFileError, KeyStore, read_key_file
-from data_owner.settings import ArtifactLayout, OwnerSettings, audit_head_key, secret_fingerprint
+from data_owner.settings import ArtifactLayout, OwnerSettings, secret_fingerprint
 from shared.schemas import ExportBundle, ExportManifest, UserRecord, content_sha256
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,14 @@ class ServiceState:
 
 
 def open_state(settings: OwnerSettings) -> ServiceState:
-    """Load the export, the keys and the audit log (recovering a torn last line); OwnerStartupError on failure."""
+    """Load the export, the keys and the audit log (verified; a torn last line set aside); OwnerStartupError on
+    failure."""
     export = load_served_export(settings.layout)
     secret = settings.secret_bytes()
     if export.secret_fingerprint not in (None, secret_fingerprint(secret)):
         log.warning("the export was built under another secret than GDREC_OWNER_SECRET now holds: serving works, "
-                    "but `evaluate` cannot match its tokens and the audit head is signed under the new one")
+                    "but `evaluate` cannot match its tokens, and an audit log written under the old secret does "
+                    "not verify (the service does not start on it)")
     try:
         keys = KeyStore(settings.keys_path)
     except KeyFileError as exc:
@@ -107,7 +109,7 @@ def open_state(settings: OwnerSettings) -> ServiceState:
     if not any(k.active for k in keys.list()):
         log.warning("no active API key in %s: every export request is refused until one is added with "
                     "`gdrec-owner keys add --consumer %s --scope export`", settings.keys_path, export.consumer_id)
-    audit = AuditLog(settings.audit_path, head_key=audit_head_key(secret))
+    audit = AuditLog(settings.audit_path, secret, segment_bytes=settings.audit_segment_bytes)
     try:
         audit.open()
     except (AuditError, OSError) as exc:
@@ -119,13 +121,14 @@ def open_state(settings: OwnerSettings) -> ServiceState:
 
 def check_artifacts(settings: OwnerSettings) -> None:
     """Pre-flight for `serve`, so that a bad start ends with one message rather than a server traceback: the
-    export loads, the key file reads, and the audit log opens (intact, not held by another process)."""
+    export loads, the key file reads, and the audit log opens (every entry of every segment verifies under the
+    secret, the signed head record matches, and no other process holds the log)."""
     load_served_export(settings.layout)
     try:
         read_key_file(Path(settings.keys_path))
     except KeyFileError as exc:
         raise OwnerStartupError(str(exc)) from exc
-    audit = AuditLog(settings.audit_path, head_key=audit_head_key(settings.secret_bytes()))
+    audit = AuditLog(settings.audit_path, settings.secret_bytes(), segment_bytes=settings.audit_segment_bytes)
     try:
         audit.open()
     except (AuditError, OSError) as exc:
