@@ -8,9 +8,20 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 SCHEMA_VERSION: Literal["1"] = "1"
 
@@ -122,31 +133,83 @@ class ExportPage(Strict):
         return content_sha256(self.users) == self.sha256
 
 
-class AuditEntry(Strict):
-    """One served export request in the owner's audit log. Lines are hash-chained: `hash` is the sha256 of the
-    entry's canonical JSON without `hash` (sorted keys, no whitespace), and `prev_hash` is the previous line's
-    `hash` (64 zeros on the first line)."""
+class AuditHead(Strict):
+    """The end of the audit log: record it elsewhere to detect a later truncation or rewrite. `tag` is
+    HMAC-SHA256 of "<seq>:<hash>" under a key derived from the owner's secret: with the secret, it proves that the
+    owner's service issued this head."""
 
-    seq: int = Field(ge=1, description="1-based line number in the log")
+    seq: int = Field(ge=0, description="seq of the last entry (0: empty log)")
+    hash: Sha256Hex = Field(description="hash of the last entry (64 zeros for an empty log)")
+    tag: Sha256Hex | None = Field(None, description="the owner's MAC of seq and hash (None where not known)")
+
+
+AUDIT_EXPORT_FIELDS = ("key_id", "consumer", "endpoint", "export_id", "cursor", "users", "items", "payload_sha256",
+                       "privacy")
+AUDIT_RESEAL_FIELDS = ("reason", "findings", "previous_head", "log_sha256")
+
+
+class AuditEntry(Strict):
+    """One entry of the owner's audit log: a served export request (`kind` "export") or an operator's reseal of a
+    log that failed verification (`kind` "reseal"). An entry holds the fields of its kind only.
+
+    Entries are hash-chained and MACed: `hash` is the sha256 of the entry's canonical JSON (sorted keys, no
+    whitespace) without `hash` and `mac`; `prev_hash` is the previous entry's `hash` (64 zeros for the first);
+    `mac` is HMAC-SHA256 of `hash` under a key derived from the owner's secret. This model serialises to the same
+    JSON object as the log line, so `hash` can be recomputed from an entry read over the API."""
+
+    seq: int = Field(ge=1, description="1-based position in the log, across its segments")
     time: datetime
-    key_id: str = Field(description="id of the API key that made the request (never the key)")
-    consumer: str
-    endpoint: str
-    export_id: str
-    cursor: str | None
-    users: int = Field(ge=0, description="user records served")
-    items: int = Field(ge=0, description="listed items served, over all users")
-    payload_sha256: Sha256Hex
-    privacy: PrivacySwitches
+    kind: Literal["export", "reseal"]
+    key_id: str | None = Field(None, description="export: id of the API key that made the request (never the key)")
+    consumer: str | None = Field(None, description="export: the key's consumer")
+    endpoint: str | None = Field(None, description="export: the route served")
+    export_id: str | None = Field(None, description="export: the export served")
+    cursor: str | None = Field(None, description="export: the cursor asked for (None for a first page)")
+    users: int | None = Field(None, ge=0, description="export: user records served")
+    items: int | None = Field(None, ge=0, description="export: listed items served, over all users")
+    payload_sha256: Sha256Hex | None = Field(None, description="export: sha256 of what was served")
+    privacy: PrivacySwitches | None = Field(None, description="export: the export's privacy switches")
+    reason: str | None = Field(None, min_length=1, max_length=2000, description="reseal: why, as the operator gave it")
+    findings: list[str] | None = Field(None, description="reseal: the problems verification found")
+    previous_head: AuditHead | None = Field(None, description="reseal: the head record found (None: missing or "
+                                            "unreadable)")
+    log_sha256: Sha256Hex | None = Field(None, description="reseal: sha256 of every line before this entry")
     prev_hash: Sha256Hex
     hash: Sha256Hex
+    mac: Sha256Hex
 
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> AuditEntry:
+        own, other = ((AUDIT_EXPORT_FIELDS, AUDIT_RESEAL_FIELDS) if self.kind == "export"
+                      else (AUDIT_RESEAL_FIELDS, AUDIT_EXPORT_FIELDS))
+        optional = {"cursor", "previous_head"}
+        missing = [name for name in own if name not in self.model_fields_set
+                   or (getattr(self, name) is None and name not in optional)]
+        article = "an" if self.kind == "export" else "a"
+        if missing:
+            raise ValueError(f"{article} {self.kind} entry needs {', '.join(missing)}")
+        foreign = [name for name in other if name in self.model_fields_set]
+        if foreign:
+            raise ValueError(f"{article} {self.kind} entry has no {', '.join(foreign)}")
+        return self
 
-class AuditHead(Strict):
-    """The last line of the audit log: record it elsewhere to detect a later truncation."""
+    @model_serializer(mode="wrap")
+    def _only_fields_of_its_kind(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name in AUDIT_RESEAL_FIELDS if self.kind == "export" else AUDIT_EXPORT_FIELDS:
+            data.pop(name, None)
+        return data
 
-    seq: int = Field(ge=0, description="number of lines (0: empty log)")
-    hash: Sha256Hex
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """Document the fields (those of the entry's kind are present), not the serializer's plain dict."""
+
+        def without_serializer(schema: Any) -> Any:  # the model schema sits inside its validator's schema
+            if schema.get("type") == "model":
+                return {key: value for key, value in schema.items() if key != "serialization"}
+            return {**schema, "schema": without_serializer(schema["schema"])}
+
+        return handler(without_serializer(core_schema))
 
 
 class AuditLogPage(Strict):
@@ -189,12 +252,32 @@ class RecommendationList(Strict):
         return self
 
 
+MAX_BATCH_TOKENS = 10_000  # the contract's bound; a consumer serves fewer per request (its max_batch setting)
+MAX_EXCLUDED_ITEMS = 10_000  # item ids one request may ask to leave out
+MAX_ITEM_ID_CHARS = 256
+
+ExcludedItem = Annotated[str, Field(min_length=1, max_length=MAX_ITEM_ID_CHARS)]
+
+
+def _json_integer(value: object) -> object:
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# A JSON number without a fractional part (JSON Schema's integer: 3 and 3.0); true or "3" is refused, not read as 1
+# or 3, and 3.5 is refused too.
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class BatchRecommendationRequest(Strict):
     """POST /v1/recommendations/batch on the consumer: top-k for many tokens at once (the same k and exclusions)."""
 
-    tokens: list[Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")]] = Field(min_length=1)
-    k: int = Field(10, ge=1, strict=True)  # a JSON integer: true or "3" is refused, not read as 1 or 3
-    exclude: list[str] = Field(default_factory=list, description="item ids to leave out of every list")
+    tokens: list[Annotated[str, Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")]] = Field(
+        min_length=1, max_length=MAX_BATCH_TOKENS)
+    k: JsonInteger = Field(10, ge=1)
+    exclude: list[ExcludedItem] = Field(default_factory=list, max_length=MAX_EXCLUDED_ITEMS,
+                                        description="item ids to leave out of every list")
 
 
 class BatchRecommendations(Strict):

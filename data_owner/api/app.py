@@ -1,7 +1,11 @@
 """`create_app(settings)`: the owner's FastAPI application. The export, the API keys and the audit log are loaded
 in the lifespan (never at import); until then /ready and every /v1 route answer 503. Every error is JSON
 `{"detail": "..."}` with a precise message; an unexpected failure is logged and answered with a 500 that reveals
-nothing of it."""
+nothing of it.
+
+What a request meets, in order: the body limit (413, `max_body_bytes`), the rate limit per API key or, without a
+valid key, per client address (429 with Retry-After), readiness (503), the key (401) and its scope (403), and only
+then the checks of the query (422) and the route's own answers."""
 
 from __future__ import annotations
 
@@ -11,14 +15,27 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from data_owner.api.deps import SingleValuedQuery, admin_key, export_key
 from data_owner.api.routes import audit, export, health
 from data_owner.api.state import open_state
 from data_owner.settings import OwnerSettings
-from shared.http import repeated_query_detail, validation_detail
+from shared.http import (
+    BodyLimitMiddleware,
+    Caller,
+    CredentialError,
+    RateLimiter,
+    RateLimitMiddleware,
+    Scope,
+    bearer_credential,
+    client_address,
+    header_values,
+    validation_detail,
+)
+from shared.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +51,19 @@ def _version() -> str:
         return "0+unknown"
 
 
-REPEATABLE_QUERY: frozenset[str] = frozenset()  # query parameters a route reads as a list
+RESPONSES_OF_EVERY_ROUTE: dict[int | str, dict] = {
+    413: {"model": ErrorResponse, "description": "the request body is larger than the service accepts "
+                                                 "(max_body_bytes); checked before anything else"},
+    422: {"model": ErrorResponse, "description": "a malformed, unknown or repeated parameter (after authentication "
+                                                 "on the routes that need a key)"},
+    429: {"model": ErrorResponse, "description": "too many requests from this API key, or from this address without "
+                                                 "a valid key: wait Retry-After seconds",
+          "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}},
+}
 
 
-def _single_valued_query(request: Request) -> None:
-    detail = repeated_query_detail(request.query_params.multi_items(), REPEATABLE_QUERY)
-    if detail is not None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+def _limiter(rate: float, burst: int) -> RateLimiter | None:
+    return RateLimiter(rate, burst) if rate > 0 else None
 
 
 def create_app(settings: OwnerSettings) -> FastAPI:
@@ -58,10 +81,28 @@ def create_app(settings: OwnerSettings) -> FastAPI:
             log.info("owner service stopped")
 
     app = FastAPI(title="GD-REC data owner", version=_version(), description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(_single_valued_query)])
+                  responses=RESPONSES_OF_EVERY_ROUTE)
     app.state.settings = settings
     app.state.ready = False
     app.state.service = None
+
+    async def identify(scope: Scope) -> Caller:
+        """The API key's id when the request carries a valid one, else the client's address."""
+        address = Caller("address", client_address(scope))
+        service = app.state.service
+        if service is None or not app.state.ready:
+            return address
+        try:
+            presented = bearer_credential(header_values(scope, b"authorization"))
+        except CredentialError:
+            return address
+        result = await anyio.to_thread.run_sync(service.keys.authenticate, presented)
+        return Caller("key", result.key.key_id) if result.key is not None else address
+
+    app.state.rate_limiters = {"key": _limiter(settings.key_rate_per_s, settings.key_burst),
+                               "address": _limiter(settings.address_rate_per_s, settings.address_burst)}
+    app.add_middleware(RateLimitMiddleware, identify=identify, limiters=app.state.rate_limiters)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # added last: the outermost
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -74,7 +115,8 @@ def create_app(settings: OwnerSettings) -> FastAPI:
         return JSONResponse({"detail": "internal error (logged by the service)"},
                             status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
 
-    app.include_router(health.router)
-    app.include_router(export.router)
-    app.include_router(audit.router)
+    # the key (and its scope) first, then the shape of the query: a caller without a key learns nothing of the API
+    app.include_router(health.router, dependencies=[SingleValuedQuery])
+    app.include_router(export.router, dependencies=[Depends(export_key), SingleValuedQuery])
+    app.include_router(audit.router, dependencies=[Depends(admin_key), SingleValuedQuery])
     return app

@@ -9,12 +9,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 import re
 
 VERSION = "c1"
-MAX_LENGTH = 256
-_CURSOR = re.compile(r"^[A-Za-z0-9_-]+$")
-_PAYLOAD = re.compile(r"^c1:([0-9a-f]{64}):(0|[1-9][0-9]{0,11}):([0-9a-f]{8})$")
+_MAX_OFFSET_DIGITS = 12
+_PAYLOAD_CHARS = len(f"{VERSION}:") + 64 + len(":") + len(":") + 8  # without the offset's digits
+MIN_LENGTH = math.ceil((_PAYLOAD_CHARS + 1) * 4 / 3)  # base64url without padding: 104 characters
+MAX_LENGTH = math.ceil((_PAYLOAD_CHARS + _MAX_OFFSET_DIGITS) * 4 / 3)  # 119
+PATTERN = rf"^[A-Za-z0-9_-]{{{MIN_LENGTH},{MAX_LENGTH}}}$"  # the form of every cursor (the API schema says so)
+_CURSOR = re.compile(PATTERN)
+_PAYLOAD = re.compile(rf"^c1:([0-9a-f]{{64}}):(0|[1-9][0-9]{{0,{_MAX_OFFSET_DIGITS - 1}}}):([0-9a-f]{{8}})$")
 _HINT = "pass back a next_cursor exactly as a page returned it, or omit cursor to start from the first page"
 
 
@@ -27,16 +32,16 @@ def _check(export_id: str, offset: int) -> str:
 
 
 def encode_cursor(export_id: str, offset: int) -> str:
-    if offset < 0:
-        raise ValueError(f"offset must be non-negative, got {offset}")
+    if not 0 <= offset < 10**_MAX_OFFSET_DIGITS:
+        raise ValueError(f"offset must be non-negative and under 10**{_MAX_OFFSET_DIGITS}, got {offset}")
     payload = f"{VERSION}:{export_id}:{offset}:{_check(export_id, offset)}"
     return base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
 
 
 def decode_cursor(cursor: str) -> tuple[str, int]:
     """(export id, offset) of a cursor made by `encode_cursor`; CursorError says what is wrong."""
-    if len(cursor) > MAX_LENGTH or not _CURSOR.match(cursor):
-        raise CursorError(f"cursor is malformed (too long or not base64url): {_HINT}")
+    if not _CURSOR.match(cursor):
+        raise CursorError(f"cursor is malformed (not {MIN_LENGTH}-{MAX_LENGTH} base64url characters): {_HINT}")
     try:
         payload = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):

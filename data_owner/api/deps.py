@@ -1,5 +1,7 @@
 """Dependencies of the routes, as `Annotated` aliases: the loaded state (503 until ready), the caller's API key
-(401 / 403) and the served export (403 for another consumer's key)."""
+(401 / 403) and the served export (403 for another consumer's key); and `SingleValuedQuery`, which refuses a
+query parameter given twice. A protected router lists its key first and `SingleValuedQuery` after it, so that a
+caller without a valid key learns nothing of the API's shape: 401 comes before any 422."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from data_owner.api.state import ServedExport, ServiceState
 from data_owner.audit import AuditLog
 from data_owner.keys import ApiKey, Scope
+from shared.http import REPEATED_AUTHORIZATION, CredentialError, bearer_credential, repeated_query_detail
 
 _bearer = HTTPBearer(auto_error=False, description="a consumer API key: `Authorization: Bearer gdr_<id>_<secret>`")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -26,18 +29,21 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
+_CREDENTIAL_PROBLEMS = {
+    "missing": "missing API key: send 'Authorization: Bearer <key>'",
+    "repeated": REPEATED_AUTHORIZATION,
+    "malformed": "malformed Authorization header: expected 'Bearer <key>'",
+}
+
+
 def authenticate(
     request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> ApiKey:
-    header = request.headers.get("authorization")
-    if not header:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'",
-                            headers=_CHALLENGE)
-    scheme, _, presented = header.partition(" ")
-    presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "malformed Authorization header: expected "
-                            "'Bearer <key>'", headers=_CHALLENGE)
+    try:
+        presented = bearer_credential(request.headers.getlist("authorization"))
+    except CredentialError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _CREDENTIAL_PROBLEMS[exc.problem],
+                            headers=_CHALLENGE) from None
     result = state.keys.authenticate(presented)
     if result.unavailable:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, result.reason, headers={"Retry-After": "30"})
@@ -56,8 +62,22 @@ def require_scope(scope: Scope):
     return dependency
 
 
-ExportKey = Annotated[ApiKey, Depends(require_scope(Scope.export))]
-AdminKey = Annotated[ApiKey, Depends(require_scope(Scope.admin))]
+export_key = require_scope(Scope.export)
+admin_key = require_scope(Scope.admin)
+ExportKey = Annotated[ApiKey, Depends(export_key)]
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
+
+REPEATABLE_QUERY: frozenset[str] = frozenset()  # query parameters a route reads as a list
+
+
+def single_valued_query(request: Request) -> None:
+    """422 for a query parameter given more than once (FastAPI would silently keep the last)."""
+    detail = repeated_query_detail(request.query_params.multi_items(), REPEATABLE_QUERY)
+    if detail is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
+SingleValuedQuery = Depends(single_valued_query)
 
 
 def served_export(state: State, key: ExportKey) -> ServedExport:

@@ -1,7 +1,11 @@
 """`create_app(settings)`: the consumer's FastAPI application. The model is loaded in the lifespan (never at
 import); until one is loaded /ready and the /v1 routes answer 503. Every error is JSON `{"detail": "..."}`;
-an unexpected failure is logged and answered with a 500 that reveals nothing of it. Request counts, latencies
-and the model version are exported on /metrics (Prometheus)."""
+an unexpected failure is logged and answered with a 500 that reveals nothing of it.
+
+What a request meets, in order: the body limit (413, `max_body_bytes`), the rate limit per key or, without a valid
+key, per client address (429 with Retry-After), the key (401), and only then the checks of the query and the body
+(422) and the route's own answers. Request counts, latencies and the model version are exported for Prometheus on
+a port of their own (`metrics_port`, bound to `metrics_host`, 127.0.0.1 by default), never on the API's port."""
 
 from __future__ import annotations
 
@@ -9,21 +13,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import start_http_server
 
+from model_consumer.api.deps import matching_key
 from model_consumer.api.routes import admin, health, items, model, recommendations
 from model_consumer.api.state import ServiceState
 from model_consumer.serving import NoModelError
 from model_consumer.settings import ConsumerSettings
 from model_consumer.students import PublishedModelError, current_version
-from shared.http import repeated_query_detail, validation_detail
+from shared.http import (
+    BodyLimitMiddleware,
+    Caller,
+    CredentialError,
+    RateLimiter,
+    RateLimitMiddleware,
+    Scope,
+    bearer_credential,
+    client_address,
+    header_values,
+    validation_detail,
+)
+from shared.schemas import MAX_BATCH_TOKENS, ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +81,61 @@ async def _watch(state: ServiceState, every_s: float) -> None:
                 failed_on = published
 
 
-REPEATABLE_QUERY = frozenset({"exclude"})  # query parameters a route reads as a list
+RESPONSES_OF_EVERY_ROUTE: dict[int | str, dict] = {
+    413: {"model": ErrorResponse, "description": "the request body is larger than the service accepts "
+                                                 "(max_body_bytes); checked before anything else"},
+    422: {"model": ErrorResponse, "description": "a malformed, unknown or repeated parameter (after authentication "
+                                                 "on the routes that need a key)"},
+    429: {"model": ErrorResponse, "description": "too many requests from this key, or from this address without a "
+                                                 "valid key: wait Retry-After seconds",
+          "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}},
+}
 
 
-def _single_valued_query(request: Request) -> None:
-    detail = repeated_query_detail(request.query_params.multi_items(), REPEATABLE_QUERY)
-    if detail is not None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+def _limiter(rate: float, burst: int) -> RateLimiter | None:
+    return RateLimiter(rate, burst) if rate > 0 else None
+
+
+def _document_limits(app: FastAPI, settings: ConsumerSettings) -> None:
+    """Put the limits that are settings (max_k, max_batch) into the OpenAPI schema, where a client looks for them."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path in schema["paths"].values():
+            for operation in path.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["in"] == "query" and parameter["name"] == "k":
+                        parameter["schema"]["maximum"] = settings.max_k
+                body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+                if body is not None and body.get("title") == "BatchRecommendationRequest":
+                    body["properties"]["k"]["maximum"] = settings.max_k
+                    body["properties"]["tokens"]["maxItems"] = min(settings.max_batch, MAX_BATCH_TOKENS)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _metrics_server(state: ServiceState, host: str, port: int | None) -> Iterator[tuple[str, int] | None]:
+    """Prometheus's text format on http://host:port/metrics, in a thread, for as long as the service runs."""
+    if port is None:
+        yield None
+        return
+    try:
+        server, thread = start_http_server(port, addr=host, registry=state.metrics.registry)
+    except OSError as exc:
+        raise RuntimeError(f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): set "
+                           "GDREC_CONSUMER_METRICS_PORT to a free port, or unset it") from None
+    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    try:
+        yield host, server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def create_app(settings: ConsumerSettings) -> FastAPI:
@@ -81,8 +146,11 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
         await anyio.to_thread.run_sync(_try_load, state)
         watcher = asyncio.create_task(_watch(state, settings.reload_poll_s)) if settings.reload_poll_s > 0 else None
         try:
-            yield
+            with _metrics_server(state, settings.metrics_host, settings.metrics_port) as address:
+                app.state.metrics_address = address
+                yield
         finally:
+            app.state.metrics_address = None
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -90,8 +158,26 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
             log.info("consumer service stopped")
 
     app = FastAPI(title="GD-REC model consumer", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(_single_valued_query)])
+                  responses=RESPONSES_OF_EVERY_ROUTE)
     app.state.service = state
+    app.state.metrics_address = None  # (host, port) of the metrics server while it runs
+
+    async def identify(scope: Scope) -> Caller:
+        """The key a request carries when it is a valid one (every caller counts as keyed when the API is open,
+        without api_key), else the client's address."""
+        address = client_address(scope)
+        if settings.api_key is None:
+            return Caller("key", f"open:{address}", f"{address} (the API needs no key)")
+        try:
+            presented = bearer_credential(header_values(scope, b"authorization"))
+        except CredentialError:
+            return Caller("address", address)
+        name = matching_key(settings, presented)
+        return Caller("key", name) if name is not None else Caller("address", address)
+
+    app.state.rate_limiters = {"key": _limiter(settings.key_rate_per_s, settings.key_burst),
+                               "address": _limiter(settings.address_rate_per_s, settings.address_burst)}
+    app.add_middleware(RateLimitMiddleware, identify=identify, limiters=app.state.rate_limiters)
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
@@ -106,6 +192,8 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
             state.metrics.requests.labels(request.method, template, code).inc()
             state.metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
 
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # added last: the outermost
+
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_detail(exc.errors())},
@@ -117,10 +205,8 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
         return JSONResponse({"detail": "internal error (logged by the service)"},
                             status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    for module in (health, recommendations, items, model, admin):
-        app.include_router(module.router)
+    for router in (health.router, recommendations.batch_methods, recommendations.router, items.router,
+                   model.router, admin.router):
+        app.include_router(router)
+    _document_limits(app, settings)
     return app

@@ -1,12 +1,13 @@
 """The consumer's API over a student distilled from a tiny synthetic export: probes, recommendations (exclusions,
-404 for an unknown token, 422 for k out of range), batch, similar items, the model card, Prometheus metrics, keys,
-and an atomic model swap on POST /v1/admin/reload while requests are being served."""
+404 for an unknown token, 422 for k out of range), batch, similar items, the model card, Prometheus metrics (on a
+port of their own), keys, and an atomic model swap on POST /v1/admin/reload while requests are being served."""
 
 from __future__ import annotations
 
 import json
 import threading
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -37,7 +38,16 @@ def data_dir(tmp_path_factory, bundle):
 
 
 def settings(root, **extra) -> ConsumerSettings:
-    return ConsumerSettings(_env_file=None, data_dir=root, api_key=API_KEY, admin_key=ADMIN_KEY, max_k=100, **extra)
+    return ConsumerSettings(**{"_env_file": None, "environment": "development", "data_dir": root, "api_key": API_KEY,
+                               "admin_key": ADMIN_KEY, "max_k": 100, "metrics_port": 0, **extra})
+
+
+def metrics(client: TestClient) -> str:
+    """The Prometheus text of a running app, from its metrics port."""
+    host, port = client.app.state.metrics_address
+    response = httpx.get(f"http://{host}:{port}/metrics", timeout=5)
+    assert response.status_code == 200
+    return response.text
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +118,39 @@ def test_batch_and_similar(client, bundle):
 
 def test_metrics_count_requests_and_name_the_model(client):
     client.get("/health")
-    text = client.get("/metrics").text
+    text = metrics(client)
     assert 'gdrec_consumer_requests_total{method="GET",route="/health",status="200"}' in text
     assert "gdrec_consumer_request_seconds_bucket" in text and "gdrec_consumer_model_info{" in text
+    assert client.app.state.metrics_address[0] == "127.0.0.1"
+
+
+def test_metrics_are_not_served_on_the_api_port(client):
+    """They name the model version, the export id and the route counts: for the operator's scraper only."""
+    response = client.get("/metrics")
+    assert response.status_code == 404 and "gdrec_consumer" not in response.text
+    assert client.get("/metrics", headers=AUTH).status_code == 404
+
+
+def test_without_a_metrics_port_there_is_no_metrics_server(data_dir):
+    app = create_app(settings(data_dir, metrics_port=None))
+    with TestClient(app) as client:
+        assert client.app.state.metrics_address is None and client.get("/metrics").status_code == 404
+
+
+def test_the_metrics_server_stops_with_the_service(data_dir):
+    with TestClient(create_app(settings(data_dir))) as client:
+        host, port = client.app.state.metrics_address
+        assert "gdrec_consumer_model_info{" in metrics(client)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://{host}:{port}/metrics", timeout=2)
+
+
+def test_a_busy_metrics_port_stops_the_start_with_a_clear_error(data_dir):
+    with TestClient(create_app(settings(data_dir))) as first:
+        _, port = first.app.state.metrics_address
+        with pytest.raises(RuntimeError, match=f"cannot serve metrics on 127.0.0.1:{port}.*METRICS_PORT"):
+            with TestClient(create_app(settings(data_dir, metrics_port=port))):
+                pass
 
 
 def test_not_ready_until_a_model_is_published_then_reload_swaps_atomically(tmp_path, bundle):
@@ -196,7 +236,7 @@ def test_a_damaged_published_model_is_a_409_that_names_the_file_and_the_old_mode
         assert detail in response.json()["detail"] and "gdrec-consumer distill" in response.json()["detail"]
         assert client.get(f"/v1/recommendations/{token}?k=3", headers=AUTH).json()["model_version"] == \
             first.model_version
-        assert 'gdrec_consumer_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
+        assert 'gdrec_consumer_model_reloads_total{outcome="failed"} 1.0' in metrics(client)
 
 
 def test_an_unhandled_error_is_counted_as_a_500_in_the_metrics(tmp_path, bundle, monkeypatch):
@@ -207,7 +247,7 @@ def test_an_unhandled_error_is_counted_as_a_500_in_the_metrics(tmp_path, bundle,
         response = client.get(f"/v1/recommendations/{bundle.users[0].token}", headers=AUTH)
         assert response.status_code == 500 and response.json() == {"detail": "internal error (logged by the service)"}
         assert ('gdrec_consumer_requests_total{method="GET",route="/v1/recommendations/{token}",status="500"} 1.0'
-                in client.get("/metrics").text)
+                in metrics(client))
 
 
 def test_the_watcher_reports_a_damaged_publication_once_and_swaps_in_the_next_good_one(tmp_path, bundle):
@@ -219,7 +259,7 @@ def test_the_watcher_reports_a_damaged_publication_once_and_swaps_in_the_next_go
     with TestClient(create_app(settings(tmp_path, reload_poll_s=0.02))) as client:
         layout.current_model.write_text("{}")
         time.sleep(0.3)  # many polls
-        assert 'gdrec_consumer_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
+        assert 'gdrec_consumer_model_reloads_total{outcome="failed"} 1.0' in metrics(client)
         assert client.get(f"/v1/recommendations/{token}", headers=AUTH).json()["model_version"] == \
             first.model_version
         second = distill_and_publish(bundle, DistillConfig(epochs=2, eval_every=1, batch_size=64, progress=False,
@@ -229,4 +269,4 @@ def test_the_watcher_reports_a_damaged_publication_once_and_swaps_in_the_next_go
                 second.model_version:
             time.sleep(0.02)
         assert client.get("/v1/model", headers=AUTH).json()["model_version"] == second.model_version
-        assert 'gdrec_consumer_model_reloads_total{outcome="swapped"} 1.0' in client.get("/metrics").text
+        assert 'gdrec_consumer_model_reloads_total{outcome="swapped"} 1.0' in metrics(client)

@@ -6,6 +6,7 @@ exclude-observed switch) under raw user ids that are easy to spot: `person-0007`
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -18,11 +19,11 @@ from fastapi.testclient import TestClient
 
 from data_owner.api import OwnerStartupError, create_app
 from data_owner.api.cursors import decode_cursor, encode_cursor
-from data_owner.audit import AuditWriteError, verify_log
+from data_owner.audit import AuditWriteError, entry_hash, head_path, reseal_log, verify_log
 from data_owner.export import build_export, user_token
 from data_owner.gan.lists import GeneratedLists
 from data_owner.keys import KeyStore
-from data_owner.settings import ArtifactLayout, OwnerSettings, audit_head_key, secret_fingerprint
+from data_owner.settings import ArtifactLayout, OwnerSettings, secret_fingerprint
 from shared.models import BPR
 from shared.schemas import AuditLogPage, ExportManifest, ExportPage, UserRecord
 
@@ -74,7 +75,7 @@ def install_export(root: Path, bundle, consumer: str = "vendor") -> None:
 
 @pytest.fixture
 def settings(tmp_path) -> OwnerSettings:
-    return OwnerSettings(artifacts_dir=tmp_path / "artifacts", secret=SECRET)
+    return OwnerSettings(environment="development", artifacts_dir=tmp_path / "artifacts", secret=SECRET)
 
 
 @pytest.fixture
@@ -294,11 +295,15 @@ def test_cursor_round_trip_and_corruption():
         ("limit=-3", 422, "query parameter 'limit': Input should be greater than or equal to 1"),
         ("limit=ten", 422, "query parameter 'limit': Input should be a valid integer"),
         ("limit=2.5", 422, "query parameter 'limit': Input should be a valid integer"),
-        ("cursor=", 422, "query parameter 'cursor': String should have at least 1 character"),
-        ("cursor=%24%24%24", 400, "cursor is malformed (too long or not base64url)"),
-        ("cursor=" + "A" * 300, 400, "cursor is malformed (too long or not base64url)"),
-        ("cursor=bm90IGEgY3Vyc29y", 400, "cursor is malformed (truncated, or not a cursor of this service)"),
-        ("cursor=Y", 400, "cursor is malformed (not base64url)"),
+        # the form of a cursor is in the API schema (422); a cursor of that form the service did not issue is a 400
+        ("cursor=", 422, "query parameter 'cursor': String should have at least 104 characters"),
+        ("cursor=Y", 422, "query parameter 'cursor': String should have at least 104 characters"),
+        ("cursor=bm90IGEgY3Vyc29y", 422, "query parameter 'cursor': String should have at least 104 characters"),
+        ("cursor=" + "A" * 300, 422, "query parameter 'cursor': String should have at most 119 characters"),
+        ("cursor=" + "%24" * 110, 422, "query parameter 'cursor': String should match pattern"),
+        ("cursor=" + base64.urlsafe_b64encode(b"x" * 80).decode().rstrip("="), 400,
+         "cursor is malformed (truncated, or not a cursor of this service)"),
+        ("cursor=" + "A" * 105, 400, "cursor is malformed (not base64url)"),
         ("cusor=abc", 422, "unknown query parameter 'cusor'"),
     ],
 )
@@ -313,8 +318,6 @@ def test_cursor_past_the_end_and_with_wrong_check_digits(client, keys, bundle):
     past = client.get("/v1/export/users", params={"cursor": encode_cursor(export_id, N_USERS)},
                       headers=bearer(keys["export"]))
     assert past.status_code == 400 and f"position {N_USERS} of {N_USERS} users" in past.json()["detail"]
-    import base64
-
     forged = base64.urlsafe_b64encode(f"c1:{export_id}:3:00000000".encode()).rstrip(b"=").decode()
     response = client.get("/v1/export/users", params={"cursor": forged}, headers=bearer(keys["export"]))
     assert response.status_code == 400 and "check digits" in response.json()["detail"]
@@ -336,22 +339,23 @@ def test_unknown_routes_and_methods(client, keys):
 
 
 def test_missing_artifacts_give_a_clear_startup_error(tmp_path):
-    settings = OwnerSettings(artifacts_dir=tmp_path / "nowhere", secret=SECRET)
+    settings = OwnerSettings(environment="development", artifacts_dir=tmp_path / "nowhere", secret=SECRET)
     with pytest.raises(OwnerStartupError, match="does not exist: run `gdrec-owner train"):
         with TestClient(create_app(settings)):
             pass
     (tmp_path / "empty").mkdir()
-    settings = OwnerSettings(artifacts_dir=tmp_path / "empty", secret=SECRET)
+    settings = OwnerSettings(environment="development", artifacts_dir=tmp_path / "empty", secret=SECRET)
     with pytest.raises(OwnerStartupError, match="no finished export"):
         with TestClient(create_app(settings)):
             pass
 
 
-def test_serve_command_reports_missing_artifacts_without_a_traceback(tmp_path):
+def test_serve_command_reports_missing_artifacts_without_a_traceback(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from data_owner.cli import app
 
+    monkeypatch.setenv("GDREC_OWNER_ENVIRONMENT", "development")
     result = CliRunner().invoke(app, ["serve", "--artifacts", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "does not exist: run `gdrec-owner train" in result.output and "Traceback" not in result.output
@@ -365,6 +369,7 @@ def test_serve_command_starts_uvicorn_on_the_configured_address(settings, keys, 
     started = {}
     monkeypatch.setattr("uvicorn.run", lambda asgi, **kwargs: started.update(app=asgi, **kwargs))
     monkeypatch.setenv("GDREC_OWNER_SECRET", SECRET)
+    monkeypatch.setenv("GDREC_OWNER_ENVIRONMENT", "development")
     result = CliRunner().invoke(app, ["serve", "--artifacts", str(settings.artifacts_dir), "--port", "8765"])
     assert result.exit_code == 0, result.output
     assert started["host"] == "127.0.0.1" and started["port"] == 8765 and started["workers"] == 1
@@ -390,7 +395,7 @@ def test_every_served_request_is_one_audit_line(client, settings, keys, bundle):
         assert entry["consumer"] == "vendor" and entry["privacy"] == {"include_observed": False,
                                                                       "randomized_response_epsilon": None}
     assert sum(e["users"] for e in entries) == N_USERS
-    report = verify_log(settings.audit_path, head_key=audit_head_key(SECRET.encode()))
+    report = verify_log(settings.audit_path, SECRET.encode())
     assert report.ok and report.lines == len(lines), report.problems
 
 
@@ -427,7 +432,7 @@ def test_a_half_written_audit_line_is_set_aside_at_start(settings, keys):
         assert client.get("/v1/export/manifest", headers=bearer(keys["export"])).status_code == 200
     entries = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5] and entries[4]["endpoint"] == "GET /v1/export/manifest"
-    assert verify_log(log_path, head_key=audit_head_key(SECRET.encode())).ok
+    assert verify_log(log_path, SECRET.encode()).ok
     torn = list(log_path.parent.glob("audit.jsonl.torn-*"))
     assert len(torn) == 1 and torn[0].read_bytes().startswith(b'{"seq":5')
 
@@ -440,6 +445,24 @@ def test_a_tampered_audit_log_stops_the_service_from_starting(settings, keys):
     with pytest.raises(OwnerStartupError, match="fails verification .*line 2"):
         with TestClient(create_app(settings)):
             pass
+
+
+def test_a_deleted_audit_head_stops_the_service_until_a_reseal_records_it(settings, keys):
+    with TestClient(create_app(settings)) as client:
+        walk(client, keys["export"], 10)  # 4 entries
+    head_path(settings.audit_path).unlink()
+    with pytest.raises(OwnerStartupError, match="audit.jsonl.head: missing.*gdrec-owner audit reseal"):
+        with TestClient(create_app(settings)):
+            pass
+    reseal_log(settings.audit_path, SECRET.encode(), "head lost in a restore")
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/v1/audit/log", headers=bearer(keys["admin"]))
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert [e["kind"] for e in body["entries"]] == ["export"] * 4 + ["reseal"]
+    assert body["entries"][-1]["reason"] == "head lost in a restore" and "key_id" not in body["entries"][-1]
+    assert all(e["hash"] == entry_hash(e) for e in body["entries"])  # recomputable from the API's JSON
+    assert body["head"] == verify_log(settings.audit_path, SECRET.encode()).head.model_dump(mode="json")
 
 
 # ---------------------------------------------------------------------------------------------------- privacy

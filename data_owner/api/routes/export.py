@@ -9,6 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from data_owner.api.cursors import MAX_LENGTH as CURSOR_MAX
+from data_owner.api.cursors import MIN_LENGTH as CURSOR_MIN
+from data_owner.api.cursors import PATTERN as CURSOR_PATTERN
 from data_owner.api.cursors import CursorError, decode_cursor, encode_cursor
 from data_owner.api.deps import Audit, Export, ExportKey
 from data_owner.api.state import ServedExport
@@ -34,7 +37,9 @@ _ERRORS = {
 class UsersQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cursor: str | None = Field(None, min_length=1, description="next_cursor of the previous page; omit to start")
+    cursor: str | None = Field(None, min_length=CURSOR_MIN, max_length=CURSOR_MAX, pattern=CURSOR_PATTERN,
+                               description="next_cursor of the previous page, passed back unchanged; omit it "
+                               "to start")
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="users per page")
 
 
@@ -60,7 +65,8 @@ def manifest(key: ExportKey, export: Export, audit: Audit, response: Response,
 
 
 @router.get("/users", response_model=ExportPage,
-            responses={**_ERRORS, 400: {"model": ErrorResponse, "description": "malformed cursor"},
+            responses={**_ERRORS, 400: {"model": ErrorResponse, "description": "a cursor of the right form that "
+                                        "this service did not issue (corrupted, or made up), or one past the end"},
                        409: {"model": ErrorResponse, "description": "the cursor belongs to another export"}},
             summary="one page of user records {token, items, soft_targets}, with its sha256 and next cursor")
 def users(key: ExportKey, export: Export, audit: Audit, query: Annotated[UsersQuery, Query()],

@@ -5,12 +5,12 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, HTTPException, status
 
-from model_consumer.api.deps import AdminKey, State
+from model_consumer.api.deps import AdminKey, SingleValuedQuery, State
 from model_consumer.serving import NoModelError
 from model_consumer.students import PublishedModelError
 from shared.schemas import ErrorResponse, Strict
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminKey])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminKey, SingleValuedQuery])
 
 
 class ReloadResult(Strict):
@@ -19,7 +19,8 @@ class ReloadResult(Strict):
 
 
 @router.post("/reload", response_model=ReloadResult,
-             responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+             responses={401: {"model": ErrorResponse, "description": "missing, malformed or invalid admin key"},
+                        403: {"model": ErrorResponse, "description": "admin routes are disabled (no admin key is set)"},
                         409: {"model": ErrorResponse, "description": "no published model, or it cannot be loaded"}})
 async def reload(state: State) -> ReloadResult:
     try:

@@ -7,9 +7,10 @@ from typing import Literal
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
+from model_consumer.api.deps import SingleValuedQuery
 from shared.schemas import ErrorResponse, Strict
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[SingleValuedQuery])
 
 
 class Health(Strict):

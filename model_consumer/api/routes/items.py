@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from model_consumer.api.deps import ApiKey, Model, State
+from model_consumer.api.deps import ApiKey, Model, SingleValuedQuery, State
 from model_consumer.api.routes.recommendations import ERRORS, KQuery, check_k
 from shared.schemas import SimilarItems
 
-router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ApiKey, SingleValuedQuery])
 
 
 @router.get("/{item_id}/similar", response_model=SimilarItems, responses=ERRORS,

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from model_consumer.api.deps import ApiKey, Model
+from model_consumer.api.deps import ApiKey, Model, SingleValuedQuery
 from model_consumer.api.routes.recommendations import ERRORS
 from shared.schemas import ModelCard, NoQuery
 
-router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1", tags=["model"], dependencies=[ApiKey, SingleValuedQuery])
 
 
 @router.get("/model", response_model=ModelCard, responses=ERRORS,

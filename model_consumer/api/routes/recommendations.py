@@ -1,38 +1,51 @@
 """Top-K recommendations for user tokens. The caller may name items to leave out (only it knows the user's
-history); the owner's remote evaluation does not: it asks for more items and filters locally."""
+history); the owner's remote evaluation does not: it asks for more items and filters locally.
+
+The batch route reads its JSON body itself, after the key was checked (a body parameter would be read and parsed
+by the framework before any dependency runs): a caller without a valid key learns nothing of the body's shape."""
 
 from __future__ import annotations
 
+from email.message import Message
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import Field
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, ValidationError
 
-from model_consumer.api.deps import ApiKey, Model, State
+from model_consumer.api.deps import ApiKey, Model, SingleValuedQuery, State
 from shared.schemas import (
+    MAX_EXCLUDED_ITEMS,
     BatchRecommendationRequest,
     BatchRecommendations,
     ErrorResponse,
+    ExcludedItem,
     NoQuery,
     RecommendationList,
 )
 
-router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"], dependencies=[ApiKey])
+router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"], dependencies=[ApiKey, SingleValuedQuery])
 
 ERRORS = {
-    401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+    401: {"model": ErrorResponse, "description": "missing, repeated, malformed or invalid API key"},
     404: {"model": ErrorResponse, "description": "unknown user token"},
     422: {"model": ErrorResponse, "description": "k out of range or malformed request"},
     503: {"model": ErrorResponse, "description": "no model loaded yet"},
 }
+BATCH_ERRORS = {
+    400: {"model": ErrorResponse, "description": "the request body is not UTF-8 text"},
+    422: {"model": ErrorResponse, "description": "the body is not a JSON object of the schema (with Content-Type: "
+                                                 "application/json), k is out of range or there are too many tokens"},
+}
 
 
 class KQuery(NoQuery):
-    k: int = Field(10, ge=1, description="how many items")
+    k: int = Field(10, ge=1, description="how many items (at most the service's max_k)")
 
 
 class RecommendQuery(KQuery):
-    exclude: list[str] = Field(default_factory=list, description="item ids to leave out (repeatable)")
+    exclude: list[ExcludedItem] = Field(default_factory=list, max_length=MAX_EXCLUDED_ITEMS,
+                                        description="item ids to leave out (repeatable)")
 
 
 def check_k(k: int, max_k: int, where: str = "query parameter 'k'") -> None:
@@ -40,9 +53,45 @@ def check_k(k: int, max_k: int, where: str = "query parameter 'k'") -> None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{where}: must be at most {max_k} (got {k})")
 
 
-@router.get("/batch", include_in_schema=False)
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    header = Message()
+    header["content-type"] = content_type
+    subtype = header.get_content_subtype()
+    return header.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def batch_request(request: Request) -> BatchRecommendationRequest:
+    """The body of POST /batch: a JSON object (Content-Type: application/json) of `BatchRecommendationRequest`."""
+    content_type = request.headers.get("content-type")
+    if not _is_json(content_type):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "request body: expected a JSON object "
+                            f"(Content-Type: application/json), got Content-Type {content_type or 'none'!r}")
+    raw = await request.body()  # at most the service's max_body_bytes: the body limit has seen to it
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"request body is not UTF-8 text (byte {exc.start} "
+                            "cannot be decoded): send JSON encoded as UTF-8") from None
+    try:
+        return BatchRecommendationRequest.model_validate_json(text)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+BatchRequest = Annotated[BatchRecommendationRequest, Depends(batch_request)]
+
+
+# Before `router` in the app, and without a key like every other 405: the methods are in the public schema anyway.
+batch_methods = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
+
+
+@batch_methods.api_route("/batch", methods=["GET", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
 def batch_needs_post() -> None:
-    """Without this route, GET /batch would be read as a lookup of the user token "batch"."""
+    """Without this route, GET /batch would be read as a lookup of the user token "batch" and OPTIONS would name
+    GET as the batch route's method."""
     raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED, "the batch route takes POST with a JSON body "
                         '{"tokens": [...], "k": 10}; GET /v1/recommendations/<token> serves one user',
                         headers={"Allow": "POST"})
@@ -62,9 +111,14 @@ def recommend(token: str, state: State, model: Model, query: Annotated[Recommend
     return RecommendationList(token=token, items=items, model_version=model.version)
 
 
-@router.post("/batch", response_model=BatchRecommendations, responses=ERRORS,
+BATCH_BODY = {"required": True, "content": {"application/json": {
+    "schema": BatchRecommendationRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}
+
+
+@router.post("/batch", response_model=BatchRecommendations, responses={**ERRORS, **BATCH_ERRORS},
+             openapi_extra={"requestBody": BATCH_BODY},
              summary="top-k for many tokens at once; unknown tokens are listed, not an error")
-def recommend_batch(body: BatchRecommendationRequest, state: State, model: Model) -> BatchRecommendations:
+def recommend_batch(body: BatchRequest, state: State, model: Model) -> BatchRecommendations:
     check_k(body.k, state.settings.max_k, "body parameter 'k'")
     if len(body.tokens) > state.settings.max_batch:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body 'tokens': at most "
