@@ -36,14 +36,24 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _settings(**overrides: Any):
+    """ConsumerSettings from the environment, key files and .env, with the given options (those not None) on top. A
+    refused setting (e.g. no API key in production, the default) or an unreadable key file ends the command with the
+    message that says what to set, never a traceback or the key."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    from model_consumer.settings import ConsumerSettings
+    from model_consumer.settings import ENV_PREFIX, ConsumerSettings
 
     try:
         return ConsumerSettings(**{key: value for key, value in overrides.items() if value is not None})
+    except SettingsError as exc:
+        raise _fail(f"invalid settings: {exc}") from None
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{field} ({ENV_PREFIX}{field.upper()}): {message}" if field else message)
         raise _fail("invalid settings: " + "; ".join(problems)) from None
 
 
@@ -110,21 +120,30 @@ def distill(
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:n]")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    checkpoint_every: Annotated[float | None, typer.Option(
+        min=0.0, help="save the resumable training state at most every this many seconds, 0: every epoch "
+        "(default: $GDREC_CONSUMER_CHECKPOINT_EVERY_S or 60)")] = None,
+    restart: Annotated[bool, typer.Option(
+        "--restart", help="discard the saved training state of this export and settings; train from epoch 1")] = False,
 ) -> None:
-    """Train a student from the pulled export and publish it (checkpoint written atomically, then current.json)."""
+    """Train a student from the pulled export and publish it (checkpoint written atomically, then current.json).
+
+    The training state is saved under <data dir>/training/ as it goes: run again with the same export and settings
+    after an interruption and it continues where the last save left off. It is removed once the student is
+    published."""
     from model_consumer.distill import DistillConfig
     from model_consumer.store import ExportStore, StoreError
     from model_consumer.students import distill_and_publish
     from shared.device import resolve_device
 
-    settings = _settings(data_dir=data_dir, device=device)
+    settings = _settings(data_dir=data_dir, device=device, checkpoint_every_s=checkpoint_every)
     try:
         bundle = ExportStore(settings.layout.export).load_bundle()
         resolved = resolve_device(None if settings.device == "auto" else settings.device)
         config = DistillConfig(fraction=fraction, lam=lam, temperature=temperature, epochs=epochs, lr=lr,
                                batch_size=batch_size, patience=patience, eval_every=eval_every, seed=seed,
-                               progress=progress)
-        card = distill_and_publish(bundle, config, settings.layout, resolved)
+                               progress=progress, checkpoint_every_s=settings.checkpoint_every_s)
+        card = distill_and_publish(bundle, config, settings.layout, resolved, resumable=True, restart=restart)
     except (StoreError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"student {card.model_version}: {card.family} {card.num_parameters:,} parameters "
@@ -144,8 +163,10 @@ def serve(
     import uvicorn
 
     from model_consumer.api import create_app
+    from model_consumer.students import remove_stale_staging
 
     settings = _settings(data_dir=data_dir, host=host, port=port, log_level=log_level)
+    remove_stale_staging(settings.layout)
     typer.echo(f"serving {settings.data_dir} on http://{settings.host}:{settings.port} ({settings.environment.value}"
                "; API docs at /docs)", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,

@@ -11,13 +11,20 @@ family). Its user index is the export's token order. The function takes an `Expo
 cannot be handed raw data.
 
 Model selection without data: one listed item per user (chosen at random) is held out of training and the epoch
-is selected on how well the student ranks it among the items outside the rest of the list ("list fidelity")."""
+is selected on how well the student ranks it among the items outside the rest of the list ("list fidelity").
+
+Every random draw follows `DistillConfig.seed`: the student's initial weights and the hold-out from it directly, the
+epochs' shuffling and negatives from the training loop's generator, which `shared.training` checkpoints with the
+torch generators and the optimiser, so a resumed run ends as an uninterrupted one. `run_fingerprint` keys that
+resumable state by the export's content and every setting that changes the result."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +35,7 @@ from shared.interactions import ItemSets
 from shared.losses import retemper, soft_target_bce
 from shared.models import PairBatch, Recommender, SizedConfig, build_model, config_at_fraction
 from shared.sampling import sample_negatives
-from shared.schemas import ExportBundle
+from shared.schemas import ExportBundle, content_sha256
 from shared.training import TrainConfig, TrainResult, fit
 
 log = logging.getLogger(__name__)
@@ -120,8 +127,33 @@ class GDSampler:
             yield GDBatch(pairs, torch.from_numpy(targets[sl]))
 
 
+# DistillConfig fields that change how a run is watched or saved, not what it computes
+_NOT_IN_FINGERPRINT = ("progress", "checkpoint_dir", "checkpoint_every_s")
+
+
+def settings_fingerprint(config: DistillConfig) -> str:
+    """sha256 of the settings that change the student (all but progress display and checkpointing) and the sampler
+    revision."""
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    return hashlib.sha256(json.dumps({"settings": settings, "sampler": SAMPLER_REVISION}, sort_keys=True).encode()
+                          ).hexdigest()
+
+
+def run_fingerprint(export: ExportBundle, config: DistillConfig) -> str:
+    """sha256 of everything a student's training depends on: the export (its manifest but for the creation time, and
+    every user record) and `settings_fingerprint`. Two runs with the same fingerprint train the same student, so one
+    may continue the other's saved state."""
+    payload = {
+        "manifest": export.manifest.model_dump(mode="json", exclude={"created_at"}),
+        "users": content_sha256(export.users),
+        "settings": settings_fingerprint(config),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def distill_student(export: ExportBundle, config: DistillConfig, device: torch.device | str = "cpu") -> StudentRun:
-    """Train a student of `config.fraction` of the teacher's size from the export alone."""
+    """Train a student of `config.fraction` of the teacher's size from the export alone (with
+    `config.checkpoint_dir`: resumable, keyed by `run_fingerprint`)."""
     manifest = export.manifest
     temperature = config.temperature or manifest.temperature
     lists, targets, _ = export_arrays(export)
@@ -166,8 +198,9 @@ def distill_student(export: ExportBundle, config: DistillConfig, device: torch.d
                                progress=config.progress, checkpoint_dir=config.checkpoint_dir,
                                checkpoint_every_s=config.checkpoint_every_s)
     started = time.perf_counter()
+    identity = run_fingerprint(export, config) if config.checkpoint_dir is not None else None
     result = fit(model, sampler, validate, train_config, loss_fn=loss_fn, device=device,
-                 description=f"student {config.fraction:.0%}")
+                 description=f"student {config.fraction:.0%}", identity=identity)
     log.info("student: %d params (%.1f%% of the teacher), best epoch %d, %.1f s", sizing.params,
              100 * sizing.ratio, result.best_epoch, time.perf_counter() - started)
     return StudentRun(model=model, tokens=[r.token for r in export.users], item_ids=list(manifest.item_ids),

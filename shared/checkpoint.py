@@ -1,12 +1,18 @@
 """Checkpoints as data: a directory with `weights.pt` (a state_dict, loaded with weights_only=True) and
 `config.json` (family, sizes, architecture config and whatever metadata the caller adds, e.g. id maps).
-Both files are written to temporary names and renamed into place, so a crash never leaves half a checkpoint."""
+Both files are written to temporary names and renamed into place (the file and then its folder synced to disk), so
+a crash never leaves half a checkpoint. `exclusive_lock` serialises writers of one folder across processes."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,62 @@ def _atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the renames and removals in `directory` durable (a rename is only on disk once its folder is)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}$")  # `_atomic_write`'s temporary names: .<file name>.<8 random chars>
+
+
+def partial_writes(directory: Path) -> list[Path]:
+    """Temporary files of atomic writes in `directory` that never finished (their writer was killed). Only call it
+    where no other process may be writing, e.g. under the folder's `exclusive_lock`."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _PARTIAL.match(p.name) and p.is_file())
+
+
+class LockBusy(RuntimeError):
+    """Another process (or another open of the same file) holds the lock."""
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, *, wait: bool = True) -> Iterator[Path]:
+    """Hold an advisory lock (fcntl.flock) on the file `path`, created if missing, for the duration of the block.
+
+    Another holder makes this wait or, with `wait=False`, raise LockBusy. The lock belongs to the open file, so a
+    killed holder releases it. A lock file removed by its holder (with the folder it guards) is not trusted: when
+    the file at `path` is no longer the one locked, the lock is taken again on the new file."""
+    path = Path(path)
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockBusy(f"{path} is held by another process") from None
+            raise
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and current.st_ino == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder before us removed the file: lock the new one
+    try:
+        yield path
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -4,10 +4,13 @@ says what to do, a tqdm bar that callers can turn off, and explicit seeds.
 
 With `TrainConfig.checkpoint_dir` set, a run survives interruption: at the end of an epoch, at most every
 `checkpoint_every_s` seconds, the loop state is written to `<dir>/<description>-<hash>.pt` (the weights, the
-optimiser's moments, the best weights so far, the numpy and torch random states and, when the batch source has
-`state_dict()` / `load_state_dict()`, its state). Called again with the same settings, `fit` continues after the
-last saved epoch and ends exactly as an uninterrupted run would. A finished run leaves a final record, so a chain of
-fits (NeuMF pre-training) repeats none that finished; the caller removes the folder once the whole stage is kept."""
+optimiser's moments, the best weights so far, the early-stopping counter, the numpy and torch random states (CPU and
+the training device's CUDA generator) and, when the batch source has `state_dict()` / `load_state_dict()`, its
+state). The hash keys the file by the description, the settings, the model's shapes and the caller's `identity`
+(whatever else decides the result, e.g. the training data's hash). Called again with the same settings, `fit`
+continues after the last saved epoch and ends exactly as an uninterrupted run would. A finished run leaves a final
+record, so a chain of fits (NeuMF pre-training) repeats none that finished; the caller removes the folder once the
+whole stage is kept."""
 
 from __future__ import annotations
 
@@ -120,12 +123,14 @@ def fit(
     optimizer: Any = None,
     device: torch.device | str | None = None,
     description: str = "train",
+    identity: str | None = None,
 ) -> TrainResult:
     """Train `model` in place and restore the weights of the best validation epoch.
 
     batches(epoch, rng) yields batch objects with `.to(device)`; loss_fn(batch) -> scalar (default:
     `model.loss`); validate() -> metrics dict containing `config.metric` (None: no selection, keep the last).
-    With `config.checkpoint_dir`, continues from a saved state of the same run (see the module's docstring)."""
+    With `config.checkpoint_dir`, continues from a saved state of the same run (see the module's docstring);
+    `identity` names what else the run depends on (data, loss weights), so that a change of it starts over."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     rng = np.random.default_rng(config.seed)
@@ -138,7 +143,7 @@ def fit(
     best_value = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
     stale, first_epoch, seconds_before = 0, 1, 0.0
-    store = _Checkpoint.for_run(config, description, model)
+    store = _Checkpoint.for_run(config, description, model, identity)
     saved = store.load() if store is not None else None
     if saved is not None and saved["finished"]:
         model.load_state_dict(saved["model"])
@@ -151,6 +156,7 @@ def fit(
             batches.load_state_dict(saved["batches"])  # type: ignore[attr-defined]
         rng.bit_generator.state = saved["rng"]
         torch.set_rng_state(saved["torch_rng"])
+        _restore_device_rng(saved, device, description)
         result = _result_from(saved, seconds=0.0)
         best_value, best_state, stale = saved["best_value"], saved["best_state"], saved["stale"]
         first_epoch, seconds_before = saved["epoch"] + 1, saved["seconds"]
@@ -223,6 +229,8 @@ def fit(
                     "batches": batches.state_dict() if hasattr(batches, "state_dict") else None,  # type: ignore[attr-defined]
                     "rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(),
+                    "device_type": device.type,
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "best_value": best_value,
                     "best_state": best_state,
                     "stale": stale,
@@ -261,6 +269,17 @@ def _result_from(saved: dict[str, Any], seconds: float) -> TrainResult:
     )
 
 
+def _restore_device_rng(saved: dict[str, Any], device: torch.device, description: str) -> None:
+    """The CUDA generator (dropout and other random ops on the GPU) as it was saved; a state saved on another kind
+    of device cannot be carried over, so that continuation is valid but not bit-identical to an unbroken run."""
+    saved_type = saved.get("device_type")
+    if saved_type is not None and saved_type != device.type:
+        log.warning("%s: the saved state was trained on %s, this run is on %s; the rest of the run follows other "
+                    "random draws than an uninterrupted run would", description, saved_type, device.type)
+    elif device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+
+
 class _Checkpoint:
     """One run's resumable state in one file, written through a temporary file (an interrupted write leaves the
     previous state whole); a file written by a run with other settings or another model is ignored."""
@@ -269,14 +288,18 @@ class _Checkpoint:
         self.path, self.fingerprint = path, fingerprint
 
     @classmethod
-    def for_run(cls, config: TrainConfig, description: str, model: nn.Module) -> _Checkpoint | None:
+    def for_run(cls, config: TrainConfig, description: str, model: nn.Module,
+                identity: str | None = None) -> _Checkpoint | None:
         if config.checkpoint_dir is None:
             return None
         settings = {
             k: v for k, v in asdict(config).items() if k not in ("progress", "checkpoint_dir", "checkpoint_every_s")
         }
         shapes = [(name, list(t.shape)) for name, t in model.state_dict().items()]
-        fingerprint = hashlib.sha256(repr((description, sorted(settings.items()), shapes)).encode()).hexdigest()
+        key: tuple[Any, ...] = (description, sorted(settings.items()), shapes)
+        if identity is not None:
+            key += (identity,)
+        fingerprint = hashlib.sha256(repr(key).encode()).hexdigest()
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", description).strip("-")[:60] or "train"
         return cls(Path(config.checkpoint_dir) / f"{name}-{fingerprint[:12]}.pt", fingerprint)
 

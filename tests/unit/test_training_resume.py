@@ -4,6 +4,7 @@ baselines whose samplers keep state between epochs (CD's top lists, BD's samplin
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,3 +171,89 @@ def test_the_gd_student_resumes_exactly(tmp_path, interrupt_after):
         distill_student(export, resumable)
     resumed = distill_student(export, resumable)
     assert same_state(resumed.model, plain.model) and resumed.train.history == plain.train.history
+
+
+def test_the_gd_student_does_not_resume_the_state_of_other_data_or_settings(tmp_path, interrupt_after, caplog):
+    export, _, _ = make_export(n_items=40, length=12)
+    config = DistillConfig(epochs=12, lr=0.05, eval_every=2, patience=0, batch_size=64, progress=False,
+                           checkpoint_dir=str(tmp_path), checkpoint_every_s=0)
+    interrupt_after(5)
+    with pytest.raises(Interrupted):
+        distill_student(export, config)
+    # same manifest and shapes, other soft targets: only the content hash tells the exports apart
+    users = [r.model_copy(update={"soft_targets": [round(q * 0.9, 6) for q in r.soft_targets]}) for r in export.users]
+    relabelled = export.model_copy(update={"users": users})
+    for other_export, other in [(relabelled, config), (export, replace(config, lam=0.3)),
+                                (export, replace(config, temperature=3.0)), (export, replace(config, batch_size=32))]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="shared.training"):
+            run = distill_student(other_export, other)
+        assert "resuming" not in caplog.text and "finished before" not in caplog.text
+        assert same_state(run.model, distill_student(other_export, replace(other, checkpoint_dir=None)).model)
+    with caplog.at_level("INFO", logger="shared.training"):
+        distill_student(export, config)  # the interrupted run's own state is still there
+    assert "resuming after epoch 5" in caplog.text
+
+
+class DropoutScorer(torch.nn.Module):
+    """A model whose loss draws from the torch generator of its device (dropout) on every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.emb = torch.nn.Embedding(20, 8)
+        self.out = torch.nn.Linear(8, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator))
+        self.drop = torch.nn.Dropout(0.5)
+
+    def loss(self, batch) -> torch.Tensor:
+        logits = self.out(self.drop(self.emb(batch.items))).squeeze(1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels)
+
+
+class ItemBatch:
+    def __init__(self, items: torch.Tensor, labels: torch.Tensor) -> None:
+        self.items, self.labels = items, labels
+
+    def to(self, device):
+        return ItemBatch(self.items.to(device), self.labels.to(device))
+
+
+def item_batches(epoch, rng):
+    for _ in range(3):
+        items = rng.integers(0, 20, size=32)
+        yield ItemBatch(torch.from_numpy(items), torch.from_numpy((items % 2).astype(np.float32)))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_dropout_draws_continue_exactly_after_a_resume(tmp_path, interrupt_after, device):
+    config = replace(CONFIG, epochs=8)
+    plain = DropoutScorer()
+    training.fit(plain, item_batches, None, config, device=device)
+    resumable = replace(config, checkpoint_dir=str(tmp_path))
+    interrupt_after(3)
+    with pytest.raises(Interrupted, match="after epoch 3"):
+        training.fit(DropoutScorer(), item_batches, None, resumable, device=device)
+    torch.manual_seed(1234)  # whatever ran in between moved the global generators
+    if device == "cuda":
+        torch.cuda.manual_seed(1234)
+    resumed = DropoutScorer()
+    training.fit(resumed, item_batches, None, resumable, device=device)
+    assert same_state(resumed, plain)
+
+
+def test_a_state_saved_on_another_kind_of_device_resumes_with_a_warning(tmp_path, interrupt_after, caplog):
+    resumable = replace(CONFIG, epochs=6, checkpoint_dir=str(tmp_path))
+    interrupt_after(2)
+    with pytest.raises(Interrupted):
+        training.fit(DropoutScorer(), item_batches, None, resumable)
+    (saved,) = tmp_path.glob("*.pt")
+    state = torch.load(saved, weights_only=True)
+    training.atomic_torch_save(saved, {**state, "device_type": "cuda", "cuda_rng": torch.zeros(16, dtype=torch.uint8)})
+    with caplog.at_level("INFO", logger="shared.training"):
+        result = training.fit(DropoutScorer(), item_batches, None, resumable)
+    assert "resuming after epoch 2" in caplog.text and "the saved state was trained on cuda, this run is on cpu" in \
+        caplog.text and result.epochs_run == 6
