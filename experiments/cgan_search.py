@@ -1,13 +1,12 @@
-"""`gdrec-cgan-search`: tune the CGAN on the validation item (issue 3: on sparse data the generator is the crux).
+"""`gdrec-cgan-search`: tune the CGAN on the validation item (on sparse data the generator is the crux of GD-REC).
 
 Each candidate is a set of CGANConfig fields (JSON) laid over a base (the dataset's CGAN preset, then --base). It
-trains on the owner's training
-interactions; every `eval_every` epochs GF_u is scored as a recommender on each user's validation item (HR@50,
-training items excluded), the best generator is kept (early stopping after `patience` stale checks), and one JSONL
-row is appended with the candidate, its validation and test HR/NDCG, the validation history, the seconds per
-epoch and the machine. Rerunning the same command skips finished candidates (rows are keyed by dataset, seed and
-the full config), so a long search resumes where it stopped. Select on validation; the test column is printed for
-information only.
+trains on the owner's training interactions; every `eval_every` epochs GF_u is scored as a recommender on each
+user's validation item (HR@50, training items excluded), the best generator is kept (early stopping after
+`patience` stale checks), and one JSONL row is appended with the candidate, its validation and test HR/NDCG, the
+validation history, the seconds per epoch and the machine. Rerunning the same command skips finished candidates
+(rows are keyed by dataset, seed and the full config), so a long search resumes where it stopped. Select on
+validation; the test column is printed for information only.
 
     GDREC_DATA_DIR=../shared/datasets gdrec-cgan-search --dataset citeulike-t \\
         --base '{"batch_size": 256, "g_steps": 1, "d_steps": 1, "mask_sampling": "per_batch", "epochs": 40}' \\
