@@ -414,7 +414,7 @@ def _check_head(report: VerifyReport, head_file: str, exists: bool, record: Audi
     elif hash_at_seq != record.hash:
         report.problems.append(Problem(head_file, 0, f"the entry at seq {record.seq} does not have the head's hash: "
                                        "the log was rewritten up to it"))
-    elif after_head and problem is None:
+    elif after_head and problem is None and not report.problems:
         report.notes.append(f"{after_head} entr{'y' if after_head == 1 else 'ies'} after the head record (seq "
                             f"{record.seq}), each with a valid MAC: written by the service after its last head update "
                             "(it updates the head after each group of writes, and signs a new one when it starts)")
