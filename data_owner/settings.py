@@ -21,12 +21,11 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from shared.secret_policy import SecretFileVariables, how_to_set, use_secrets_dir, weakness, without_input
+from shared.secret_policy import SecretSettings, how_to_set, weakness
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,11 @@ class Environment(StrEnum):
     production = "production"
 
 
-class OwnerSettings(BaseSettings):
+class OwnerSettings(SecretSettings):
     """Settings of `gdrec-owner` (train, serve, evaluate, keys, audit)."""
+
+    ENV_PREFIX = ENV_PREFIX
+    SECRET_FIELDS = SECRET_FIELDS
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_by_name=True,
@@ -81,29 +83,6 @@ class OwnerSettings(BaseSettings):
                                      "active file is sealed as a numbered segment and a new one started")
 
     _development_secret: bytes | None = PrivateAttr(None)
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:  # never carry a refused secret, in the message or anywhere else
-            raise without_input(exc) from None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, SecretFileVariables(settings_cls, ENV_PREFIX, SECRET_FIELDS),
-                dotenv_settings, use_secrets_dir(file_secret_settings, ENV_PREFIX))
-
-    @field_validator("secret", mode="before")
-    @classmethod
-    def _empty_secret_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _secret_policy(self) -> OwnerSettings:

@@ -16,12 +16,11 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from shared.secret_policy import SecretFileVariables, how_to_set, use_secrets_dir, weakness, without_input
+from shared.secret_policy import SecretSettings, how_to_set, weakness
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,10 @@ class Environment(StrEnum):
     production = "production"
 
 
-class ConsumerSettings(BaseSettings):
+class ConsumerSettings(SecretSettings):
+    ENV_PREFIX = ENV_PREFIX
+    SECRET_FIELDS = KEY_FIELDS
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True,
     )
@@ -73,29 +75,6 @@ class ConsumerSettings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="the address the metrics port binds to")
     checkpoint_every_s: float = Field(60.0, ge=0, description="`distill` saves its resumable training state at most "
                                       "this often, in seconds (0: every epoch)")
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:  # never carry a refused secret, in the message or anywhere else
-            raise without_input(exc) from None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, SecretFileVariables(settings_cls, ENV_PREFIX, KEY_FIELDS),
-                dotenv_settings, use_secrets_dir(file_secret_settings, ENV_PREFIX))
-
-    @field_validator(*KEY_FIELDS, mode="before")
-    @classmethod
-    def _empty_key_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _key_policy(self) -> ConsumerSettings:

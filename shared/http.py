@@ -280,6 +280,26 @@ class RateLimiter:
             return wait
 
 
+def optional_limiter(rate: float, burst: int) -> RateLimiter | None:
+    """A `RateLimiter`, or None when `rate` is 0 (the limit is off)."""
+    return RateLimiter(rate, burst) if rate > 0 else None
+
+
+def responses_of_every_route(error_model: type) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` both services document on every route: what the middlewares above answer before a
+    route runs (413, 429) and the 422 of a refused parameter, each a `{"detail": "<string>"}` body (`error_model`)."""
+    return {
+        413: {"model": error_model, "description": "the request body is larger than the service accepts "
+                                                   "(max_body_bytes); checked before anything else"},
+        422: {"model": error_model, "description": "a malformed, unknown or repeated parameter (after "
+                                                   "authentication on the routes that need a key)"},
+        429: {"model": error_model, "description": "too many requests from this API key, or from this address "
+                                                   "without a valid key: wait Retry-After seconds",
+              "headers": {"Retry-After": {"description": "seconds to wait",
+                                          "schema": {"type": "integer", "minimum": 1}}}},
+    }
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who a request counts against: `kind` is `key` (a valid API key, `name` says which) or `address` (no valid

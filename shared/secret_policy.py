@@ -26,9 +26,9 @@ import os
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SecretsSettingsSource
@@ -163,3 +163,40 @@ def use_secrets_dir(source: PydanticBaseSettingsSource, prefix: str) -> Pydantic
     elif named:
         log.warning("%s=%s is not a directory: no secrets are read from files there", variable, directory)
     return source
+
+
+class SecretSettings(BaseSettings):
+    """A service's settings whose `SECRET_FIELDS` are secrets: read, in order of precedence, from the keyword
+    arguments, `<ENV_PREFIX><NAME>`, `<ENV_PREFIX><NAME>_FILE`, `.env` and the secrets directory; a blank value is
+    unset; a refused value never travels in the `ValidationError` (see `without_input`)."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # never carry a refused secret, in the message or anywhere else
+            raise without_input(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFileVariables(settings_cls, cls.ENV_PREFIX, cls.SECRET_FIELDS),
+                dotenv_settings, use_secrets_dir(file_secret_settings, cls.ENV_PREFIX))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for name in cls.SECRET_FIELDS:
+                value = values.get(name)
+                if isinstance(value, str) and not value.strip():
+                    values[name] = None
+        return values

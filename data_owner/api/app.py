@@ -27,12 +27,13 @@ from shared.http import (
     BodyLimitMiddleware,
     Caller,
     CredentialError,
-    RateLimiter,
     RateLimitMiddleware,
     Scope,
     bearer_credential,
     client_address,
     header_values,
+    optional_limiter,
+    responses_of_every_route,
     validation_detail,
 )
 from shared.schemas import ErrorResponse
@@ -51,21 +52,6 @@ def _version() -> str:
         return "0+unknown"
 
 
-RESPONSES_OF_EVERY_ROUTE: dict[int | str, dict] = {
-    413: {"model": ErrorResponse, "description": "the request body is larger than the service accepts "
-                                                 "(max_body_bytes); checked before anything else"},
-    422: {"model": ErrorResponse, "description": "a malformed, unknown or repeated parameter (after authentication "
-                                                 "on the routes that need a key)"},
-    429: {"model": ErrorResponse, "description": "too many requests from this API key, or from this address without "
-                                                 "a valid key: wait Retry-After seconds",
-          "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}},
-}
-
-
-def _limiter(rate: float, burst: int) -> RateLimiter | None:
-    return RateLimiter(rate, burst) if rate > 0 else None
-
-
 def create_app(settings: OwnerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,7 +67,7 @@ def create_app(settings: OwnerSettings) -> FastAPI:
             log.info("owner service stopped")
 
     app = FastAPI(title="GD-REC data owner", version=_version(), description=DESCRIPTION, lifespan=lifespan,
-                  responses=RESPONSES_OF_EVERY_ROUTE)
+                  responses=responses_of_every_route(ErrorResponse))
     app.state.settings = settings
     app.state.ready = False
     app.state.service = None
@@ -99,8 +85,8 @@ def create_app(settings: OwnerSettings) -> FastAPI:
         result = await anyio.to_thread.run_sync(service.keys.authenticate, presented)
         return Caller("key", result.key.key_id) if result.key is not None else address
 
-    app.state.rate_limiters = {"key": _limiter(settings.key_rate_per_s, settings.key_burst),
-                               "address": _limiter(settings.address_rate_per_s, settings.address_burst)}
+    app.state.rate_limiters = {"key": optional_limiter(settings.key_rate_per_s, settings.key_burst),
+                               "address": optional_limiter(settings.address_rate_per_s, settings.address_burst)}
     app.add_middleware(RateLimitMiddleware, identify=identify, limiters=app.state.rate_limiters)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # added last: the outermost
 

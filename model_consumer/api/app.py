@@ -32,12 +32,13 @@ from shared.http import (
     BodyLimitMiddleware,
     Caller,
     CredentialError,
-    RateLimiter,
     RateLimitMiddleware,
     Scope,
     bearer_credential,
     client_address,
     header_values,
+    optional_limiter,
+    responses_of_every_route,
     validation_detail,
 )
 from shared.schemas import MAX_BATCH_TOKENS, ErrorResponse
@@ -79,21 +80,6 @@ async def _watch(state: ServiceState, every_s: float) -> None:
                 state.metrics.reloads.labels("failed").inc()
                 log.error("automatic reload of %s failed; the old model is still served: %s", published, exc)
                 failed_on = published
-
-
-RESPONSES_OF_EVERY_ROUTE: dict[int | str, dict] = {
-    413: {"model": ErrorResponse, "description": "the request body is larger than the service accepts "
-                                                 "(max_body_bytes); checked before anything else"},
-    422: {"model": ErrorResponse, "description": "a malformed, unknown or repeated parameter (after authentication "
-                                                 "on the routes that need a key)"},
-    429: {"model": ErrorResponse, "description": "too many requests from this key, or from this address without a "
-                                                 "valid key: wait Retry-After seconds",
-          "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}},
-}
-
-
-def _limiter(rate: float, burst: int) -> RateLimiter | None:
-    return RateLimiter(rate, burst) if rate > 0 else None
 
 
 def _document_limits(app: FastAPI, settings: ConsumerSettings) -> None:
@@ -158,7 +144,7 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
             log.info("consumer service stopped")
 
     app = FastAPI(title="GD-REC model consumer", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  responses=RESPONSES_OF_EVERY_ROUTE)
+                  responses=responses_of_every_route(ErrorResponse))
     app.state.service = state
     app.state.metrics_address = None  # (host, port) of the metrics server while it runs
 
@@ -175,8 +161,8 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
         name = matching_key(settings, presented)
         return Caller("key", name) if name is not None else Caller("address", address)
 
-    app.state.rate_limiters = {"key": _limiter(settings.key_rate_per_s, settings.key_burst),
-                               "address": _limiter(settings.address_rate_per_s, settings.address_burst)}
+    app.state.rate_limiters = {"key": optional_limiter(settings.key_rate_per_s, settings.key_burst),
+                               "address": optional_limiter(settings.address_rate_per_s, settings.address_burst)}
     app.add_middleware(RateLimitMiddleware, identify=identify, limiters=app.state.rate_limiters)
 
     @app.middleware("http")
