@@ -22,6 +22,18 @@ from typing import Annotated, Any
 
 import typer
 
+from data_owner.config import (
+    BATCH_SIZE,
+    CGAN_EPOCHS,
+    CONSUMER_ID,
+    EVAL_EVERY,
+    GD_EPOCHS,
+    LIST_LENGTH,
+    PATIENCE,
+    TEACHER_EPOCHS,
+    TEMPERATURE,
+    RrTrueSizeEpochs,
+)
 from shared.options import json_object
 
 app = typer.Typer(
@@ -65,11 +77,11 @@ def train_teacher(
     dim: Annotated[int, typer.Option(min=1, help="embedding width")] = 64,
     hidden: Annotated[str | None, typer.Option(help="NeuMF MLP widths, comma-separated")] = None,
     reg: Annotated[float | None, typer.Option(min=0.0, help="L2 weight on the batch embeddings")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 300,
+    epochs: Annotated[int, typer.Option(min=1)] = TEACHER_EPOCHS,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 1000,
-    patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = 6,
-    eval_every: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=1)] = BATCH_SIZE,
+    patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = PATIENCE,
+    eval_every: Annotated[int, typer.Option(min=1)] = EVAL_EVERY,
     metric: Annotated[Metric, typer.Option(help="validation metric for model selection")] = Metric.ndcg,
     pretrain: Annotated[bool, typer.Option(help="NeuMF: train its GMF and MLP branches alone first (NCF "
                                                 "pre-training), then NeuMF from them")] = False,
@@ -83,8 +95,6 @@ def train_teacher(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train a teacher on the raw training split, select the epoch on validation, report validation and test."""
-    import torch
-
     from data_owner.data import leave_one_out_split, load_dataset
     from data_owner.teacher import Pretraining, train_base_model
     from shared.checkpoint import save_checkpoint
@@ -109,7 +119,6 @@ def train_teacher(
         seed=seed,
         progress=progress,
     )
-    torch.manual_seed(seed)
     try:
         pretraining = Pretraining(**_json_option(pretrain_json, "pretrain-json")) if pretrain or pretrain_json else None
     except (TypeError, ValueError) as exc:  # an unknown key or a bad value
@@ -161,9 +170,6 @@ def train_teacher(
 ArtifactsOption = Annotated[
     Path | None, typer.Option("--artifacts", help="artifacts directory (default: $GDREC_OWNER_ARTIFACTS_DIR)")
 ]
-RrTrueSizeEpochs = Annotated[bool, typer.Option(
-    help="under --rr-epsilon, each epoch of the owner's teachers samples as many pairs as the true training matrix "
-         "holds (not every randomized pair: at small epsilon the randomized matrix is hundreds of times larger)")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -214,8 +220,8 @@ def train(
     data_dir: Annotated[Path | None, typer.Option(help="raw data folder (default: $GDREC_OWNER_DATA_DIR or "
                                                        "$GDREC_DATA_DIR)")] = None,
     consumer_id: Annotated[str, typer.Option(help="the consumer the export is for (its tokens are per consumer)")] = (
-        "consumer"),
-    list_length: Annotated[int, typer.Option(min=1, help="L: items per generated list")] = 50,
+        CONSUMER_ID),
+    list_length: Annotated[int, typer.Option(min=1, help="L: items per generated list")] = LIST_LENGTH,
     include_observed: Annotated[bool, typer.Option(
         "--include-observed/--exclude-observed", help="may a user's own training items appear in their list")] = True,
     rr_epsilon: Annotated[float | None, typer.Option(
@@ -223,44 +229,33 @@ def train(
         "and draw the lists from, training sets with every bit flipped with p = 1/(1+e^eps) (epsilon-LDP per "
         "interaction, not per user); default off")] = None,
     rr_true_size_epochs: RrTrueSizeEpochs = False,
-    temperature: Annotated[float, typer.Option(min=1e-3, help="t of the soft targets sigmoid(z / t)")] = 2.0,
-    teacher_epochs: Annotated[int, typer.Option(min=1)] = 300,
-    gd_epochs: Annotated[int, typer.Option(min=1, help="epochs of the GD continuation (raw + generated)")] = 100,
-    cgan_epochs: Annotated[int, typer.Option(min=1)] = 200,
+    temperature: Annotated[float, typer.Option(min=1e-3, help="t of the soft targets sigmoid(z / t)")] = TEMPERATURE,
+    teacher_epochs: Annotated[int, typer.Option(min=1)] = TEACHER_EPOCHS,
+    gd_epochs: Annotated[int, typer.Option(min=1, help="epochs of the GD continuation (raw + generated)")] = GD_EPOCHS,
+    cgan_epochs: Annotated[int, typer.Option(min=1)] = CGAN_EPOCHS,
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON, e.g. '{\"lr_g\": 1e-4}'")] = None,
     teacher_json: Annotated[str | None, typer.Option(
         help="teacher settings as JSON: {\"model\": {...architecture...}, \"lr\": ..., \"pretrain\": {\"alpha\": ..., "
              "\"gmf_reg\": ..., \"mlp_reg\": ..., \"finetune_lr\": ...} or null} (default: the dataset's "
              "preset)")] = None,
-    patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = 6,
-    eval_every: Annotated[int, typer.Option(min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(min=1)] = 1000,
+    patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = PATIENCE,
+    eval_every: Annotated[int, typer.Option(min=1)] = EVAL_EVERY,
+    batch_size: Annotated[int, typer.Option(min=1)] = BATCH_SIZE,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     restart: Annotated[bool, typer.Option(help="redo every stage, even those already finished")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train the owner's models and build the export, stage by stage; a rerun skips the finished stages."""
-    from data_owner.pipeline import OwnerTrainConfig, TeacherSettings, cgan_preset, run_pipeline, teacher_preset
-    from data_owner.teacher import Pretraining
+    from data_owner.config import ChainConfig, cgan_preset, teacher_from_fields
+    from data_owner.pipeline import run_pipeline
 
     settings = _settings(artifacts_dir=artifacts, data_dir=data_dir)
     teacher_fields = _json_option(teacher_json, "teacher-json")
     try:
         cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
-        teacher = None
-        if teacher_fields:
-            unknown = sorted(set(teacher_fields) - {"model", "lr", "pretrain"})
-            if unknown:
-                raise ValueError(f"--teacher-json takes the keys 'model', 'lr' and 'pretrain', not {unknown}")
-            preset = teacher_preset(dataset, model.value)
-            pretrain = preset.pretrain
-            if "pretrain" in teacher_fields:  # null turns it off; an object sets data_owner.teacher.Pretraining
-                fields = teacher_fields["pretrain"]
-                pretrain = None if fields is None else Pretraining(**fields)
-            teacher = TeacherSettings(model.value, dict(teacher_fields.get("model", preset.model)),
-                                      float(teacher_fields.get("lr", preset.lr)), pretrain)
-        config = OwnerTrainConfig(
+        teacher = teacher_from_fields(dataset, model.value, teacher_fields) if teacher_fields else None
+        config = ChainConfig(
             dataset=dataset, family=model.value, teacher=teacher, consumer_id=consumer_id, seed=seed,
             list_length=list_length, include_observed=include_observed, rr_epsilon=rr_epsilon,
             rr_true_size_epochs=rr_true_size_epochs, temperature=temperature,

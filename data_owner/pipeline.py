@@ -6,6 +6,9 @@
     gd_teacher  the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)
     export      per user token: the list and the teacher's soft targets sigmoid(z / t); the manifest
 
+What each stage computes is a function of `data_owner.stages` (the research harness runs the same ones), with the
+settings of `data_owner.config.ChainConfig`; this module keeps their storage, keys and resumption.
+
 Privacy switches (ALGORITHMS.md section 5), both recorded in the manifest and so in every audit-log entry:
 `include_observed=False` lists only items outside the user's (model-input) training set; `rr_epsilon` trains the
 CGAN and both teachers on, and generates the lists from, a randomized-response copy of the training sets
@@ -34,7 +37,7 @@ import shutil
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,31 +45,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_owner import stages
+from data_owner.config import ChainConfig
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
-from data_owner.export import build_export
-from data_owner.gan import CGANConfig, GeneratedLists, Generator, generated_lists, generator_scorer, train_cgan
-from data_owner.keys import CONSUMER_PATTERN
-from data_owner.privacy.controls import (
-    flip_probability,
-    randomized_response_seed,
-    randomized_split,
-    teacher_epoch_pairs,
-)
+from data_owner.gan import GeneratedLists, Generator, generator_scorer
 from data_owner.settings import ArtifactLayout, secret_fingerprint
-from data_owner.teacher import (
-    DEFAULT_KS,
-    Pretraining,
-    continue_on_generated,
-    test_result,
-    train_base_model,
-    validation_result,
-)
+from data_owner.teacher import DEFAULT_KS
 from shared.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from shared.device import resolve_device
 from shared.evaluation import evaluate
 from shared.models import Recommender
 from shared.schemas import ExportBundle
-from shared.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,120 +68,6 @@ INPUTS: dict[str, tuple[str, ...]] = {  # the stages whose output each stage rea
     "export": ("gd_teacher", "lists"),
 }
 STAGE_FILE = "stage.json"
-
-
-@dataclass(frozen=True)
-class TeacherSettings:
-    """The teacher's architecture (keyword arguments of the model class), learning rate, and for NeuMF optionally
-    the NCF pre-training of its branches (`data_owner.teacher.Pretraining`; None = off)."""
-
-    family: str
-    model: dict[str, Any]
-    lr: float
-    pretrain: Pretraining | None = None
-
-    def __post_init__(self) -> None:
-        if self.family not in ("bpr", "neumf"):
-            raise ValueError(f"teacher family must be 'bpr' or 'neumf', got {self.family!r}")
-        if not self.lr > 0:
-            raise ValueError(f"teacher lr must be positive, got {self.lr}")
-        if self.pretrain is not None and self.family != "neumf":
-            raise ValueError(f"pre-training is defined for NeuMF only, not {self.family!r}")
-
-    def key_payload(self) -> dict[str, Any]:
-        """What a stage key records of the teacher (`pretrain` only when on, so older keys stay valid)."""
-        payload = asdict(self)
-        if self.pretrain is None:
-            del payload["pretrain"]
-        return payload
-
-
-# Chosen on the validation item (README "Measured so far"); datasets given by path use the family's default.
-TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
-    ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3),
-    ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
-    ("foursquare", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
-    ("ml-100k", "neumf"): TeacherSettings("neumf", {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-4},
-                                          2e-3),
-    # a narrow MLP tower: on 25k-item catalogs full-ranking NeuMF costs one tower pass per (user, item) pair;
-    # NCF pre-training lifted test HR@50 from 0.097 to 0.118 (README "Measured so far")
-    ("citeulike-t", "neumf"): TeacherSettings(
-        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-3}, 2e-3,
-        Pretraining(mlp_reg=1e-4, finetune_lr=5e-4)),
-    ("foursquare", "neumf"): TeacherSettings(
-        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-4}, 2e-3),
-}
-DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
-    "bpr": TEACHER_PRESETS[("ml-100k", "bpr")],
-    "neumf": TEACHER_PRESETS[("ml-100k", "neumf")],
-}
-
-
-# CGAN settings chosen on the validation item (README "Tuning the CGAN on citeulike-t"); foursquare, the other wide
-# sparse catalog, takes the same settings untuned (CFGAN's schedule took about 130 s per epoch on citeulike-t's 5k
-# users on a CPU, and foursquare has 25k); other datasets use the CGANConfig defaults (CFGAN's ML100K settings). The
-# CLIs lay --cgan-epochs and --cgan-json over these.
-_SPARSE_CATALOG_CGAN: dict[str, Any] = {"mask_sampling": "per_batch", "alpha": 0.3, "batch_size": 256, "g_steps": 1,
-                                        "d_steps": 1, "lr_g": 5e-4, "lr_d": 5e-4, "eval_every": 2, "patience": 5}
-CGAN_PRESETS: dict[str, dict[str, Any]] = {"citeulike-t": _SPARSE_CATALOG_CGAN, "foursquare": _SPARSE_CATALOG_CGAN}
-
-
-def cgan_preset(dataset: str, epochs: int | None = None) -> CGANConfig:
-    """The CGAN preset of a named dataset (else the defaults), with `epochs` when given."""
-    config = CGANConfig(**CGAN_PRESETS.get(dataset, {}))
-    return config if epochs is None else replace(config, epochs=epochs)
-
-
-def teacher_preset(dataset: str, family: str) -> TeacherSettings:
-    """The preset of a named dataset, else the family's default (for a dataset given by path)."""
-    if family not in DEFAULT_TEACHERS:
-        raise ValueError(f"teacher family must be one of {sorted(DEFAULT_TEACHERS)}, got {family!r}")
-    return TEACHER_PRESETS.get((dataset, family), DEFAULT_TEACHERS[family])
-
-
-@dataclass(frozen=True)
-class OwnerTrainConfig:
-    """Everything `train` needs besides the secret and the directories."""
-
-    dataset: str
-    family: str = "bpr"
-    teacher: TeacherSettings | None = None  # None: teacher_preset(dataset, family)
-    consumer_id: str = "consumer"  # the tokens are pseudonyms for this consumer only
-    seed: int = 0
-    list_length: int = 50
-    include_observed: bool = True
-    rr_epsilon: float | None = None  # randomized response on the models' input (per interaction); None = off
-    # under randomized response, each teacher epoch samples as many pairs as the true training matrix holds
-    rr_true_size_epochs: bool = False
-    temperature: float = 2.0
-    teacher_epochs: int = 300
-    gd_epochs: int = 100
-    patience: int = 6
-    eval_every: int = 5
-    batch_size: int = 1000
-    cgan: CGANConfig = field(default_factory=CGANConfig)
-    device: str = "auto"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.teacher is not None and self.teacher.family != self.family:
-            raise ValueError(f"teacher settings are for {self.teacher.family!r}, the family is {self.family!r}")
-        teacher_preset(self.dataset, self.family)  # validates the family
-        if self.list_length < 1 or not self.temperature > 0:
-            raise ValueError("list_length must be at least 1 and temperature positive")
-        if min(self.teacher_epochs, self.gd_epochs, self.eval_every, self.batch_size) < 1 or self.patience < 0:
-            raise ValueError("epochs, eval_every and batch_size must be at least 1, patience non-negative")
-        if not CONSUMER_PATTERN.match(self.consumer_id):
-            raise ValueError(f"consumer id {self.consumer_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        if self.rr_epsilon is not None:
-            flip_probability(self.rr_epsilon)  # a positive finite epsilon, else ValueError
-
-    @property
-    def teacher_settings(self) -> TeacherSettings:
-        return self.teacher or teacher_preset(self.dataset, self.family)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "teacher": asdict(self.teacher_settings)}
 
 
 @dataclass
@@ -241,7 +116,7 @@ def _key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def stage_keys(config: OwnerTrainConfig, data: str, secret_fp: str) -> dict[str, str]:
+def stage_keys(config: ChainConfig, data: str, secret_fp: str) -> dict[str, str]:
     """The key of each stage: what its output depends on (device and progress bars excluded)."""
     teacher = config.teacher_settings.key_payload()
     schedule = {"patience": config.patience, "eval_every": config.eval_every, "seed": config.seed,
@@ -289,7 +164,7 @@ def read_stage(layout: ArtifactLayout, name: str) -> dict[str, Any] | None:
 class _Chain:
     """The stages of one run: each output is computed, or loaded from its finished stage folder, on demand."""
 
-    def __init__(self, config: OwnerTrainConfig, layout: ArtifactLayout, split: LeaveOneOutSplit, secret: bytes,
+    def __init__(self, config: ChainConfig, layout: ArtifactLayout, split: LeaveOneOutSplit, secret: bytes,
                  keys: dict[str, str], device: torch.device, inputs: dict[str, Any]) -> None:
         self.config, self.layout, self.split, self.secret = config, layout, split, secret
         self.keys, self.device, self.inputs = keys, device, inputs
@@ -300,32 +175,9 @@ class _Chain:
     def model_split(self) -> LeaveOneOutSplit:
         """What the models train on and are conditioned on: the raw split, or under randomized response the split
         with randomized training sets (built on first use: the stages that skip never pay for it)."""
-        c = self.config
-        if c.rr_epsilon is None:
-            return self.split
         if self._model_split is None:
-            self._model_split = randomized_split(self.split, c.rr_epsilon,
-                                                 randomized_response_seed(self.secret, c.seed))
+            self._model_split = stages.model_split(self.split, self.config, self.secret)
         return self._model_split
-
-    def reported_metrics(self, model: Recommender, run_valid: dict[str, float], run_test: dict[str, float]
-                         ) -> dict[str, Any]:
-        """valid/test as the raw split's protocol scores them (the user's real history excluded), comparable
-        across privacy settings; under randomized response also the validation numbers the selection saw."""
-        if self.config.rr_epsilon is None:
-            return {"valid": run_valid, "test": run_test}
-        return {"valid": validation_result(model, self.split).metrics, "test": test_result(model, self.split).metrics,
-                "valid_on_randomized": run_valid, "rr_epsilon": self.config.rr_epsilon}
-
-    @property
-    def epoch_pairs(self) -> int | None:
-        """The teachers' pairs per epoch: every pair, or under `rr_true_size_epochs` the true matrix's size."""
-        return teacher_epoch_pairs(self.split, self.config.rr_epsilon, self.config.rr_true_size_epochs)
-
-    def train_config(self, epochs: int, stage: str) -> TrainConfig:
-        c = self.config
-        return TrainConfig(epochs=epochs, lr=c.teacher_settings.lr, patience=c.patience, eval_every=c.eval_every,
-                           seed=c.seed, progress=c.progress, checkpoint_dir=str(self.partial(stage)))
 
     def partial(self, name: str) -> Path:
         """Where stage `name`'s training keeps its resumable state (shared.training) until the stage finishes: a
@@ -360,36 +212,26 @@ class _Chain:
                                   include_observed=bool(data["include_observed"]), seed=int(data["seed"]),
                                   n_items=int(data["n_items"]))
 
-    # -- stage bodies: compute, write into `folder`, return (output, summary)
+    # -- stage bodies: compute (data_owner.stages), write into `folder`, return (output, summary)
     def _run_kd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        run = train_base_model(self.model_split, c.family, dict(c.teacher_settings.model),
-                               self.train_config(c.teacher_epochs, "kd_teacher"), batch_size=c.batch_size,
-                               device=self.device,
-                               pretrain=c.teacher_settings.pretrain, pairs_per_epoch=self.epoch_pairs)
+        run = stages.kd_teacher(self.split, self.model_split, c, self.device, str(self.partial("kd_teacher")))
         summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
                    "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
-                   **self.reported_metrics(run.model, run.valid, run.test)}
+                   **stages.reported_metrics(run.model, self.split, c, run.valid, run.test)}
         save_checkpoint(folder, run.model, {"stage": "kd_teacher", **summary})
         return run.model, summary
 
     def _run_cgan(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c, split, raw = self.config, self.model_split, self.split
         users = split.eval_users
-
-        def cgan_valid(G: Generator) -> float:
-            scorer = generator_scorer(G, split.train, seed=c.seed)
-            return evaluate(scorer, users, split.valid_item[users], [split.train], ks=(50,),
-                            device=self.device)["HR@50"]
-
-        cgan_config = replace(c.cgan, seed=c.seed, progress=c.progress)
-        gan = train_cgan(split.train, cgan_config, validate=cgan_valid if users.size else None, device=self.device)
+        gan = stages.cgan(split, c, self.device)
         G = gan.generator.eval()
         with open(folder / "generator.pt", "wb") as handle:
             torch.save({k: v.detach().cpu() for k, v in G.state_dict().items()}, handle)
             _sync(handle)
-        meta = {"n_items": split.n_items, "hidden_g": list(cgan_config.hidden_g), "noise_dim": cgan_config.noise_dim,
-                "activation": cgan_config.activation}
+        meta = {"n_items": split.n_items, "hidden_g": list(c.cgan.hidden_g), "noise_dim": c.cgan.noise_dim,
+                "activation": c.cgan.activation}
         atomic_write_text(folder / "generator.json", json.dumps(meta, indent=2))
         summary: dict[str, Any] = {"best_epoch": gan.best_epoch, "epochs_run": len(gan.history),
                                    "seconds_per_epoch": round(gan.seconds_per_epoch, 3),
@@ -406,12 +248,8 @@ class _Chain:
 
     def _run_lists(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        length = min(c.list_length, self.split.n_items)
-        if length < c.list_length:
-            log.warning("list length %d exceeds the catalog (%d items); using %d", c.list_length, self.split.n_items,
-                        length)
         # conditioned on, and (exclude-observed) excluding, the models' input: under randomized response C~, not C
-        lists = generated_lists(self.output("cgan"), self.model_split.train, length, c.include_observed, seed=c.seed)
+        lists = stages.lists(self.output("cgan"), self.model_split, c)
         with open(folder / "lists.npz", "wb") as handle:
             np.savez(handle, items=lists.items, scores=lists.scores, include_observed=lists.include_observed,
                      seed=lists.seed, n_items=lists.n_items)
@@ -421,19 +259,17 @@ class _Chain:
 
     def _run_gd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        run = continue_on_generated(self.output("kd_teacher"), self.model_split,
-                                    self.output("lists").as_item_sets(), self.train_config(c.gd_epochs, "gd_teacher"),
-                                    batch_size=c.batch_size, pairs_per_epoch=self.epoch_pairs)
+        run = stages.gd_teacher(self.output("kd_teacher"), self.split, self.model_split, self.output("lists"), c,
+                                str(self.partial("gd_teacher")))
         summary = {"num_parameters": run.model.num_parameters(), "best_epoch": run.train.best_epoch,
-                   "epochs_run": run.train.epochs_run, **self.reported_metrics(run.model, run.valid, run.test)}
+                   "epochs_run": run.train.epochs_run,
+                   **stages.reported_metrics(run.model, self.split, c, run.valid, run.test)}
         save_checkpoint(folder, run.model, {"stage": "gd_teacher", **summary})
         return run.model, summary
 
     def _run_export(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        bundle = build_export(self.output("gd_teacher"), self.output("lists"), self.split.user_ids,
-                              self.split.item_ids, c.temperature, self.secret, c.consumer_id,
-                              randomized_response_epsilon=c.rr_epsilon)
+        bundle = stages.export(self.output("gd_teacher"), self.output("lists"), self.split, c, self.secret)
         atomic_write_text(folder / "export.json", bundle.model_dump_json())
         return bundle, {"export_id": bundle.manifest.export_id, "n_users": bundle.manifest.n_users,
                         "n_items": len(bundle.manifest.item_ids), "list_length": bundle.manifest.list_length,
@@ -490,7 +326,7 @@ class _Chain:
 
 
 def run_pipeline(
-    config: OwnerTrainConfig,
+    config: ChainConfig,
     artifacts: str | Path,
     secret: bytes,
     data_dir: str | Path | None = None,
@@ -509,7 +345,7 @@ def run_pipeline(
         return _run_locked(config, layout, secret, data_dir, restart)
 
 
-def _run_locked(config: OwnerTrainConfig, layout: ArtifactLayout, secret: bytes, data_dir: str | Path | None,
+def _run_locked(config: ChainConfig, layout: ArtifactLayout, secret: bytes, data_dir: str | Path | None,
                 restart: bool) -> PipelineResult:
     device = resolve_device(config.device)
     split = load_split(config.dataset, data_dir)
@@ -549,21 +385,14 @@ def load_export(layout: ArtifactLayout) -> tuple[ExportBundle, dict[str, Any]]:
 
 
 __all__ = [
-    "CGAN_PRESETS",
-    "DEFAULT_TEACHERS",
     "INPUTS",
     "STAGES",
-    "TEACHER_PRESETS",
-    "OwnerTrainConfig",
     "PipelineResult",
     "StageReport",
-    "TeacherSettings",
     "load_export",
     "load_split",
     "read_stage",
     "run_pipeline",
     "split_fingerprint",
     "stage_keys",
-    "cgan_preset",
-    "teacher_preset",
 ]

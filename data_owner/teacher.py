@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data_owner.config import BATCH_SIZE, Pretraining
 from data_owner.data.split import LeaveOneOutSplit
 from shared.evaluation import EvalResult, evaluate
 from shared.interactions import ItemSets
@@ -55,35 +56,12 @@ class TeacherRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Pretraining:
-    """NCF pre-training of a NeuMF teacher (He et al., WWW 2017, section 3.4.1): its GMF and MLP branches are
-    trained alone first (each selected on validation), NeuMF starts from their weights with the output layer
-    [alpha * w_GMF ; (1 - alpha) * w_MLP], then trains on. The regularisation of each branch and the learning rate
-    of the joint phase may differ from the teacher's (None: the teacher's own)."""
-
-    alpha: float = 0.5
-    gmf_reg: float | None = None
-    mlp_reg: float | None = None
-    finetune_lr: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"pre-training alpha must lie in [0, 1], got {self.alpha}")
-        for name in ("gmf_reg", "mlp_reg"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"pre-training {name} must be non-negative, got {value}")
-        if self.finetune_lr is not None and not self.finetune_lr > 0:
-            raise ValueError(f"pre-training finetune_lr must be positive, got {self.finetune_lr}")
-
-
 def train_base_model(
     split: LeaveOneOutSplit,
     family: str,
     model_config: dict[str, Any],
     train_config: TrainConfig,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     ks: Sequence[int] = DEFAULT_KS,
     pretrain: Pretraining | None = None,
@@ -115,8 +93,8 @@ def train_base_model(
         if pretrain.finetune_lr is not None:
             train_config = replace(train_config, lr=pretrain.finetune_lr)
     else:
-        torch.manual_seed(train_config.seed)
-        model = build_model(family, split.n_users, split.n_items, **model_config).to(device)
+        init = torch.Generator().manual_seed(train_config.seed)
+        model = build_model(family, split.n_users, split.n_items, generator=init, **model_config).to(device)
     sampler = TripletSampler(split.train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
     result = fit(
         model,
@@ -177,7 +155,7 @@ def continue_on_generated(
     split: LeaveOneOutSplit,
     generated: ItemSets,
     train_config: TrainConfig,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
     ks: Sequence[int] = DEFAULT_KS,
     pairs_per_epoch: int | None = None,
 ) -> TeacherRun:

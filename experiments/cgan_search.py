@@ -25,13 +25,13 @@ from typing import Annotated, Any
 
 import typer
 
+from data_owner.config import cgan_preset
 from data_owner.gan import CGANConfig, generator_scorer, train_cgan
-from data_owner.pipeline import cgan_preset
+from data_owner.stages import cgan_validator
 from experiments.lab import configure_logging, evaluate_scorer, load_split, run_cli
 from experiments.results import ResultsFile
 from experiments.runner import _digest, dataset_identity, dataset_slug, machine_info
 from shared.device import resolve_device
-from shared.evaluation import evaluate
 
 log = logging.getLogger("gdrec.cgan_search")
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
@@ -48,15 +48,10 @@ def candidate_key(dataset: str, config: CGANConfig) -> str:
 
 
 def run_candidate(split, config: CGANConfig, device) -> dict[str, Any]:
-    """Train one CGAN, validated on HR@50 of GF_u; the best generator's validation and test metrics."""
-    users = split.eval_users
-
-    def valid_hr(G) -> float:
-        scorer = generator_scorer(G, split.train, seed=config.seed)
-        return evaluate(scorer, users, split.valid_item[users], [split.train], ks=(50,), device=device)["HR@50"]
-
+    """Train one CGAN, selected as the owner's chain selects it (`data_owner.stages.cgan_validator`: validation
+    HR@50 of GF_u); the best generator's validation and test metrics."""
     started = time.perf_counter()
-    gan = train_cgan(split.train, config, validate=valid_hr, device=device)
+    gan = train_cgan(split.train, config, validate=cgan_validator(split, config.seed, device), device=device)
     valid, test = evaluate_scorer(generator_scorer(gan.generator, split.train, config.seed), split, device)
     return {"best_epoch": gan.best_epoch, "epochs_run": len(gan.history), "valid": valid, "test": test,
             "seconds": time.perf_counter() - started, "seconds_per_epoch": gan.seconds_per_epoch,

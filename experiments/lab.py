@@ -1,12 +1,16 @@
-"""`gdrec-lab gd`: the whole GD-REC chain in one process, for research (the services reuse the same code).
+"""`gdrec-lab gd`: the whole GD-REC chain in one process, for research, on the owner's own stage functions.
 
 KD teacher (raw data) -> CGAN -> generated lists -> GD teacher (raw + generated) -> export -> GD student (from
 the export alone) and, for reference, the same-size student trained on raw data. Prints one table: HR@50 /
 NDCG@50 on the owner's held-out test items, parameter counts and wall time per stage.
 
-Each stage is a function of (ChainConfig, split, ...) -> StageResult (`train_kd_teacher`, `train_generator`,
-`train_gd_teacher`, `train_gd_student`, `train_raw_student`); `run_chain` calls them once in order and
-`experiments.runner` (`gdrec-lab run`) calls them per grid cell with their outputs cached on disk."""
+The owner's stages are `data_owner.stages` (what `gdrec-owner train` runs) with the owner's settings
+(`data_owner.config.ChainConfig`, extended by `LabConfig` with the students' settings only): for the same data, seed
+and secret the harness computes the very teachers, lists and export the product ships. Each stage here wraps one of
+them with its metrics on the true split, a function of (LabConfig, split, ...) -> StageResult (`train_kd_teacher`,
+`train_generator`, `train_gd_teacher`, `train_gd_student`, `train_raw_student`); `run_chain` calls them once in
+order and `experiments.runner` (`gdrec-lab run`) calls them per grid cell with their outputs cached on disk. The
+harness's export key and randomized-response seed come from `lab_secret(seed)` unless a secret is passed."""
 
 from __future__ import annotations
 
@@ -14,9 +18,8 @@ import hashlib
 import json
 import logging
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,30 +27,34 @@ import numpy as np
 import torch
 import typer
 
-from data_owner.cli import RrTrueSizeEpochs
-from data_owner.data import (
-    DataFormatError,
-    DatasetUnavailableError,
-    LeaveOneOutSplit,
-    leave_one_out_split,
-    load_dataset,
+from data_owner import stages
+from data_owner.config import (
+    CGAN_EPOCHS,
+    LIST_LENGTH,
+    TEMPERATURE,
+    ChainConfig,
+    RrTrueSizeEpochs,
+    cgan_preset,
 )
-from data_owner.export import build_export, user_token
-from data_owner.gan import CGANConfig, GeneratedLists, generated_lists, generator_scorer, top_lists, train_cgan
-from data_owner.pipeline import cgan_preset
-from data_owner.teacher import DEFAULT_KS, TeacherRun, continue_on_generated, train_base_model
-from experiments.presets import teacher_preset
+from data_owner.data import DataFormatError, DatasetUnavailableError, LeaveOneOutSplit
+from data_owner.export import user_token
+from data_owner.gan import GeneratedLists, generator_scorer, top_lists
+from data_owner.pipeline import load_split
+from data_owner.teacher import DEFAULT_KS, TeacherRun, train_base_model
+from experiments.presets import GD_LAMBDA, STUDENT_EPOCHS, STUDENT_FRACTION
 from model_consumer.distill import DistillConfig, distill_student
 from shared.device import resolve_device
 from shared.evaluation import evaluate
-from shared.interactions import ItemSets
 from shared.models import Recommender, SizedConfig, config_at_fraction
+from shared.schemas import ExportBundle
 from shared.training import TrainConfig
 
 log = logging.getLogger("gdrec.lab")
 app = typer.Typer(help="GD-REC research harness (raw data, in-process).", no_args_is_help=True,
                   add_completion=False)
 
+
+LAB_CONSUMER = "lab"  # the consumer id of the harness's in-process exports
 
 # where the GD student's lists come from: "generator" (GD-REC: the CGAN's top-L) or "teacher" (a reference for
 # research only, not data-free in spirit: the KD teacher's own top-L, which separates the generator's share of the
@@ -56,39 +63,25 @@ LIST_SOURCES = ("generator", "teacher")
 
 
 @dataclass(frozen=True)
-class ChainConfig:
-    dataset: str
-    family: str = "bpr"
-    fraction: float = 0.5
-    seed: int = 0
-    list_length: int = 50
-    include_observed: bool = True
-    temperature: float = 2.0
-    lam: float = 0.7
-    teacher_epochs: int = 300
-    gd_epochs: int = 100
-    student_epochs: int = 200
-    patience: int = 6
-    eval_every: int = 5
-    cgan: CGANConfig = field(default_factory=CGANConfig)
-    teacher: dict[str, Any] | None = None  # {"model": {...}, "lr": ...}; None: experiments.presets
-    batch_size: int = 1000
-    device: str = "auto"
-    progress: bool = True
-    # epsilon of randomized response on the owner's training matrix (ALGORITHMS.md section 5): the CGAN, the KD
-    # teacher and the GD teacher then train on the randomized matrix; None = off. Metrics stay on the true split.
-    rr_epsilon: float | None = None
-    # under randomized response, each epoch of the KD and GD teachers samples as many pairs as the true training
-    # matrix holds instead of every randomized pair (eps = 1 on citeulike-t multiplies the pairs by about 300)
-    rr_true_size_epochs: bool = False
+class LabConfig(ChainConfig):
+    """The owner's chain settings (`data_owner.config.LabConfig`, every default there) and what only research
+    varies: the students, the list source, and where a stage in training keeps its resumable state."""
+
+    consumer_id: str = LAB_CONSUMER  # the export's tokens (and so the GD student's user order) are for this consumer
+    fraction: float = STUDENT_FRACTION  # student size / teacher size
+    lam: float = GD_LAMBDA
+    student_epochs: int = STUDENT_EPOCHS
     list_source: str = "generator"  # one of LIST_SOURCES
     # where the stage being trained keeps its resumable training state (shared.training); None: nowhere. Not a
     # setting of the result: it never enters a cache key.
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.list_source not in LIST_SOURCES:
             raise ValueError(f"list source must be one of {', '.join(LIST_SOURCES)}, got {self.list_source!r}")
+        if not 0 < self.fraction <= 1 or self.lam < 0 or self.student_epochs < 1:
+            raise ValueError("fraction must lie in (0, 1], lam be non-negative and student_epochs at least 1")
 
 
 @dataclass
@@ -129,40 +122,22 @@ class GeneratorStage:
     observed_share: float
 
 
-def load_split(dataset: str) -> LeaveOneOutSplit:
-    """The leave-one-out split of a registry dataset name or a data file path."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # file-order split: stated in README
-        return leave_one_out_split(load_dataset(dataset))
+def teacher_settings(config: LabConfig) -> dict[str, Any]:
+    """{"model": architecture kwargs, "lr": ..., "pretrain": ...}: the config's teacher, else the owner's preset of
+    (dataset, family), as the result keys record it."""
+    return config.teacher_settings.research_payload()
 
 
-def teacher_settings(config: ChainConfig) -> dict[str, Any]:
-    """{"model": architecture kwargs, "lr": ...}: the config's own, else the preset of (dataset, family)."""
-    return config.teacher or teacher_preset(config.dataset, config.family)
+def lab_secret(seed: int) -> bytes:
+    """The export key of the research harness: fixed per seed, so a rerun gives the same tokens (and so the same
+    student user order). The services use real secrets; in-process nothing leaves the machine."""
+    return hashlib.sha256(f"gdrec-lab-export-{seed}".encode()).digest()
 
 
-def training_split(split: LeaveOneOutSplit, config: ChainConfig) -> LeaveOneOutSplit:
-    """The split the owner's models train on: `split` itself, or with `rr_epsilon` set, its training matrix passed
-    through `data_owner.privacy.controls.randomized_response` (validation and test items are removed from the
-    randomized matrix again, so they stay held out)."""
-    if config.rr_epsilon is None:
-        return split
-    try:
-        from data_owner.privacy.controls import randomized_response
-    except ImportError as exc:
-        raise RuntimeError(
-            f"rr_epsilon={config.rr_epsilon} needs data_owner.privacy.controls.randomized_response(train, epsilon, "
-            "seed), which this checkout does not provide yet; run without rr_epsilon or update the checkout"
-        ) from exc
-    noisy = randomized_response(split.train, config.rr_epsilon, config.seed)
-    if noisy.n_users != split.n_users or noisy.n_items != split.n_items:
-        raise ValueError(f"randomized_response returned a {noisy.n_users} x {noisy.n_items} matrix for a "
-                         f"{split.n_users} x {split.n_items} one")
-    users, items = noisy.to_pairs()
-    held = (items == split.valid_item[users]) | (items == split.test_item[users])
-    log.info("randomized response (epsilon %s): %d -> %d training pairs (%d held-out items dropped)",
-             config.rr_epsilon, split.train.nnz, int((~held).sum()), int(held.sum()))
-    return replace(split, train=ItemSets.from_pairs(users[~held], items[~held], split.n_users, split.n_items))
+def training_split(split: LeaveOneOutSplit, config: LabConfig, secret: bytes | None = None) -> LeaveOneOutSplit:
+    """The split the owner's models train on (`data_owner.stages.model_split`): `split` itself, or with
+    `rr_epsilon` set, its randomized copy, the flips keyed by `secret` (default: `lab_secret(config.seed)`)."""
+    return stages.model_split(split, config, lab_secret(config.seed) if secret is None else secret)
 
 
 def evaluate_scorer(score_all, split: LeaveOneOutSplit, device, users_map: np.ndarray | None = None):
@@ -179,16 +154,13 @@ def evaluate_scorer(score_all, split: LeaveOneOutSplit, device, users_map: np.nd
     return valid.metrics, test.metrics
 
 
-def teacher_epoch_pairs(config: ChainConfig, split: LeaveOneOutSplit) -> int | None:
+def teacher_epoch_pairs(config: LabConfig, split: LeaveOneOutSplit) -> int | None:
     """The cap on the owner's teachers' pairs per epoch: the true matrix's size under `rr_true_size_epochs`."""
-    from data_owner.privacy.controls import teacher_epoch_pairs as pairs_rule
-
-    return pairs_rule(split, config.rr_epsilon, config.rr_true_size_epochs)
+    return stages.epoch_pairs(split, config)
 
 
-def _train_config(config: ChainConfig, epochs: int, lr: float) -> TrainConfig:
-    return TrainConfig(epochs=epochs, lr=lr, patience=config.patience, eval_every=config.eval_every,
-                       seed=config.seed, progress=config.progress, checkpoint_dir=config.checkpoint_dir)
+def _train_config(config: LabConfig, epochs: int) -> TrainConfig:
+    return stages.train_config(config, epochs, config.checkpoint_dir)
 
 
 def _as_stage(run: TeacherRun, split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, device) -> StageResult:
@@ -198,41 +170,27 @@ def _as_stage(run: TeacherRun, split: LeaveOneOutSplit, trained_on: LeaveOneOutS
     return StageResult(run.model, valid, test, run.train.seconds, run.train.best_epoch, extra=dict(run.extra))
 
 
-def train_kd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+def train_kd_teacher(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                      device) -> StageResult:
-    """Stage 1: the KD teacher on the (possibly randomized) raw training pairs, L_CF (NeuMF pre-trained branch by
-    branch when the settings say "pretrain"; the students always train from scratch)."""
-    preset = teacher_settings(config)
-    torch.manual_seed(config.seed)
-    run = train_base_model(train_split, config.family, preset["model"],
-                           _train_config(config, config.teacher_epochs, preset["lr"]),
-                           batch_size=config.batch_size, device=device, pretrain=preset.get("pretrain"),
-                           pairs_per_epoch=teacher_epoch_pairs(config, split))
+    """Stage 1 (`data_owner.stages.kd_teacher`): the KD teacher on the (possibly randomized) training pairs."""
+    run = stages.kd_teacher(split, train_split, config, device, config.checkpoint_dir)
     return _as_stage(run, split, train_split, device)
 
 
-def train_generator(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+def train_generator(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                     device) -> GeneratorStage:
-    """Stages 2-3: the CGAN (selected on validation HR@50 of GF_u as a recommender) and its generated lists."""
-    cgan_config = replace(config.cgan, seed=config.seed, progress=config.progress)
-    users = train_split.eval_users
-
-    def cgan_valid(G) -> float:
-        scorer = generator_scorer(G, train_split.train, seed=config.seed)
-        return evaluate(scorer, users, train_split.valid_item[users], [train_split.train], ks=(50,),
-                        device=device)["HR@50"]
-
+    """Stages 2-3 (`data_owner.stages.cgan`, `lists`): the CGAN selected on validation HR@50 of GF_u, and its
+    generated lists; GF_u's own metrics as a recommender on the true split."""
     started = time.perf_counter()
-    gan = train_cgan(train_split.train, cgan_config, validate=cgan_valid, device=device)
+    gan = stages.cgan(train_split, config, device)
     g_valid, g_test = evaluate_scorer(generator_scorer(gan.generator, train_split.train, config.seed), split, device)
-    lists = generated_lists(gan.generator, train_split.train, config.list_length, config.include_observed,
-                            seed=config.seed)
+    lists = stages.lists(gan.generator, train_split, config)
     stage = StageResult(gan.generator, g_valid, g_test, time.perf_counter() - started, gan.best_epoch,
                         note=f"best epoch {gan.best_epoch}, {gan.seconds_per_epoch:.2f} s/epoch")
     return GeneratorStage(lists, stage, gan.seconds_per_epoch, lists.observed_share(split.train))
 
 
-def teacher_top_lists(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+def teacher_top_lists(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                       kd_teacher: StageResult, device) -> GeneratorStage:
     """The reference list source: the KD teacher's own top-L per user (same length and include-observed switch as
     the generator's lists), with the teacher's metrics (already measured) in the place of the generator's."""
@@ -246,7 +204,7 @@ def teacher_top_lists(config: ChainConfig, split: LeaveOneOutSplit, train_split:
     return GeneratorStage(lists, stage, 0.0, lists.observed_share(split.train))
 
 
-def list_stage(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+def list_stage(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                kd_teacher: Callable[[], StageResult], device) -> GeneratorStage:
     """The lists of `config.list_source`: the CGAN's (trained here), or the KD teacher's (`kd_teacher()` is only
     called for those)."""
@@ -255,71 +213,83 @@ def list_stage(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveO
     return train_generator(config, split, train_split, device)
 
 
-def train_gd_teacher(config: ChainConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
+def train_gd_teacher(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
                      kd_teacher: Recommender, lists: GeneratedLists, device) -> StageResult:
-    """Stage 4: a copy of the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)."""
-    preset = teacher_settings(config)
-    run = continue_on_generated(kd_teacher, train_split, lists.as_item_sets(),
-                                _train_config(config, config.gd_epochs, preset["lr"]), batch_size=config.batch_size,
-                                pairs_per_epoch=teacher_epoch_pairs(config, split))
+    """Stage 4 (`data_owner.stages.gd_teacher`): a copy of the KD teacher continued on raw + generated pairs."""
+    run = stages.gd_teacher(kd_teacher, split, train_split, lists, config, config.checkpoint_dir)
     return _as_stage(run, split, train_split, device)
 
 
-def lab_secret(seed: int) -> bytes:
-    """The export key of the research harness: fixed per seed, so a rerun gives the same tokens (and so the same
-    student user order). The services use real secrets; in-process nothing leaves the machine."""
-    return hashlib.sha256(f"gdrec-lab-export-{seed}".encode()).digest()
-
-
-def train_gd_student(config: ChainConfig, split: LeaveOneOutSplit, gd_teacher: Recommender, lists: GeneratedLists,
-                     device) -> StageResult:
-    """Stages 5-6: the export (what would cross the boundary) and the data-free student trained from it alone."""
-    secret = lab_secret(config.seed)
-    export = build_export(gd_teacher, lists, split.user_ids, split.item_ids, config.temperature, secret, "lab",
-                          randomized_response_epsilon=config.rr_epsilon)
+def train_gd_student(config: LabConfig, split: LeaveOneOutSplit, gd_teacher: Recommender, lists: GeneratedLists,
+                     device, secret: bytes | None = None) -> StageResult:
+    """Stages 5-6: the export (`data_owner.stages.export`, what would cross the boundary; keyed by `secret`,
+    default `lab_secret(config.seed)`) and the data-free student trained from it alone."""
+    secret = lab_secret(config.seed) if secret is None else secret
+    export = stages.export(gd_teacher, lists, split, config, secret)
     student = distill_student(
         export,
         DistillConfig(fraction=config.fraction, lam=config.lam, epochs=config.student_epochs,
-                      lr=teacher_settings(config)["lr"], batch_size=config.batch_size, patience=config.patience,
+                      lr=config.teacher_settings.lr, batch_size=config.batch_size, patience=config.patience,
                       eval_every=config.eval_every, seed=config.seed, progress=config.progress,
                       checkpoint_dir=config.checkpoint_dir),
         device=device,
     )
     token_row = {token: k for k, token in enumerate(student.tokens)}
-    users_map = np.array([token_row[user_token(secret, "lab", str(uid))] for uid in split.user_ids])
+    users_map = np.array([token_row[user_token(secret, config.consumer_id, str(uid))] for uid in split.user_ids])
     valid, test = evaluate_scorer(student.model.score_all, split, device, users_map)
     return StageResult(student.model, valid, test, student.train.seconds, student.train.best_epoch,
                        note=f"lambda {config.lam}, t {config.temperature}", users_map=users_map,
                        extra={"teacher_params": student.sizing.reference_params, "export": export})
 
 
-def student_config(config: ChainConfig, split: LeaveOneOutSplit) -> SizedConfig:
+def student_config(config: LabConfig, split: LeaveOneOutSplit) -> SizedConfig:
     """The student architecture at `config.fraction` of the teacher's parameter count."""
-    return config_at_fraction(config.family, teacher_settings(config)["model"], split.n_users, split.n_items,
+    return config_at_fraction(config.family, config.teacher_settings.model, split.n_users, split.n_items,
                               config.fraction)
 
 
-def train_raw_student(config: ChainConfig, split: LeaveOneOutSplit, device) -> StageResult:
+def train_raw_student(config: LabConfig, split: LeaveOneOutSplit, device) -> StageResult:
     """Reference: the same-size student trained on the raw data alone (the paper's "Student" row)."""
     sized = student_config(config, split)
-    run = train_base_model(split, config.family, sized.config,
-                           _train_config(config, config.teacher_epochs, teacher_settings(config)["lr"]),
+    run = train_base_model(split, config.family, sized.config, _train_config(config, config.teacher_epochs),
                            batch_size=config.batch_size, device=device)
     return _as_stage(run, split, split, device)
 
 
-def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
+@dataclass
+class OwnerOutputs:
+    """What the owner's stages produced in one research run: the model split, the KD teacher, the list source,
+    the GD teacher and the export the GD student learns from."""
+
+    train_split: LeaveOneOutSplit
+    kd: StageResult
+    lists: GeneratorStage
+    gd: StageResult
+    export: ExportBundle
+
+
+def run_owner_stages(config: LabConfig, split: LeaveOneOutSplit, device: torch.device,
+                     secret: bytes | None = None) -> OwnerOutputs:
+    """The owner's stages (`data_owner.stages`) once, in order, as `gdrec-owner train` runs them; `secret` keys the
+    randomized response and the export (default: `lab_secret(config.seed)`)."""
+    secret = lab_secret(config.seed) if secret is None else secret
+    train_split = training_split(split, config, secret)
+    kd = train_kd_teacher(config, split, train_split, device)
+    gen = list_stage(config, split, train_split, lambda: kd, device)
+    gd = train_gd_teacher(config, split, train_split, kd.model, gen.lists, device)
+    return OwnerOutputs(train_split, kd, gen, gd, stages.export(gd.model, gen.lists, split, config, secret))
+
+
+def run_chain(config: LabConfig) -> tuple[list[Row], dict[str, Any]]:
     """Every stage once, in order; one Row per stage."""
     device = resolve_device(config.device)
     split = load_split(config.dataset)
-    train_split = training_split(split, config)
     info: dict[str, Any] = {"split": split.summary(), "device": str(device), "rr_epsilon": config.rr_epsilon}
 
-    kd = train_kd_teacher(config, split, train_split, device)
-    gen = list_stage(config, split, train_split, lambda: kd, device)
+    owner = run_owner_stages(config, split, device)
+    kd, gen, gd = owner.kd, owner.lists, owner.gd
     info.update(cgan_seconds_per_epoch=gen.seconds_per_epoch, cgan_best_epoch=gen.generator.best_epoch,
                 observed_share=gen.observed_share)
-    gd = train_gd_teacher(config, split, train_split, kd.model, gen.lists, device)
     student = train_gd_student(config, split, gd.model, gen.lists, device)
     raw = train_raw_student(config, split, device)
     rows = [
@@ -336,7 +306,7 @@ def run_chain(config: ChainConfig) -> tuple[list[Row], dict[str, Any]]:
     return rows, info
 
 
-def render(rows: list[Row], info: dict[str, Any], config: ChainConfig) -> str:
+def render(rows: list[Row], info: dict[str, Any], config: LabConfig) -> str:
     lines = [
         f"GD-REC chain: {config.dataset}, {config.family}, student {config.fraction:.0%}, seed {config.seed}, "
         f"L={config.list_length}, include_observed={config.include_observed}, device {info['device']}",
@@ -379,13 +349,13 @@ def list_source_option(value: str) -> str:
 def gd(
     dataset: Annotated[str, typer.Option()],
     model: Annotated[str, typer.Option(help="bpr or neumf")] = "bpr",
-    fraction: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.5,
+    fraction: Annotated[float, typer.Option(min=0.01, max=1.0)] = STUDENT_FRACTION,
     seed: Annotated[int, typer.Option()] = 0,
-    list_length: Annotated[int, typer.Option(min=1)] = 50,
+    list_length: Annotated[int, typer.Option(min=1)] = LIST_LENGTH,
     include_observed: Annotated[bool, typer.Option(help="may a user's own items appear in their list")] = True,
-    temperature: Annotated[float, typer.Option(min=1e-3)] = 2.0,
-    lam: Annotated[float, typer.Option(min=0.0)] = 0.7,
-    cgan_epochs: Annotated[int, typer.Option(min=1)] = 200,
+    temperature: Annotated[float, typer.Option(min=1e-3)] = TEMPERATURE,
+    lam: Annotated[float, typer.Option(min=0.0)] = GD_LAMBDA,
+    cgan_epochs: Annotated[int, typer.Option(min=1)] = CGAN_EPOCHS,
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON")] = None,
     device: Annotated[str, typer.Option()] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the rows as JSON here")] = None,
@@ -402,15 +372,18 @@ def gd(
         cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    config = ChainConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,
-                         include_observed=include_observed, temperature=temperature, lam=lam, cgan=cgan,
-                         device=device, progress=progress, rr_epsilon=rr_epsilon,
-                         rr_true_size_epochs=rr_true_size_epochs, list_source=list_source)
+    try:
+        config = LabConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,
+                           include_observed=include_observed, temperature=temperature, lam=lam, cgan=cgan,
+                           device=device, progress=progress, rr_epsilon=rr_epsilon,
+                           rr_true_size_epochs=rr_true_size_epochs, list_source=list_source)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     rows, info = run_chain(config)
     typer.echo(render(rows, info, config))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"config": {**asdict(config), "cgan": asdict(config.cgan)}, "info": info,
+        payload = {"config": asdict(config), "info": info,
                    "rows": [asdict(r) for r in rows]}
         out.write_text(json.dumps(payload, indent=2, default=str))
 

@@ -13,8 +13,8 @@ For each privacy setting (by default: the paper's default, exclude-observed, and
 
 A setting's audited export is the very bundle `lab.train_gd_student` distilled its student from (returned in the
 stage's extra; the lab's export key, consumer "lab"). Within one seed,
-settings that share `rr_epsilon` share the KD teacher and the CGAN (exclude-observed only changes how lists are drawn
-from GF_u); nothing else is shared.
+settings that share the KD teacher's and the CGAN's owner stage keys (`data_owner.pipeline.stage_keys`: the same
+`rr_epsilon`) share those stages (exclude-observed only changes how lists are drawn from GF_u); nothing else is shared.
 
 Resuming: rows are appended (flushed and fsync'ed) to --results as each (setting, seed) finishes; rerunning the same
 command skips every row whose key (setting, seed and every chain setting it depends on) is already there, so an
@@ -60,14 +60,29 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import typer  # noqa: E402
 
-from data_owner.cli import RrTrueSizeEpochs  # noqa: E402
+from data_owner import stages  # noqa: E402
+from data_owner.config import (  # noqa: E402
+    BATCH_SIZE,
+    CGAN_EPOCHS,
+    EVAL_EVERY,
+    GD_EPOCHS,
+    LIST_LENGTH,
+    PATIENCE,
+    TEACHER_EPOCHS,
+    TEMPERATURE,
+    RrTrueSizeEpochs,
+    cgan_preset,
+    teacher_from_fields,
+)
 from data_owner.data import LeaveOneOutSplit  # noqa: E402
-from data_owner.gan import GeneratedLists, generated_lists  # noqa: E402
-from data_owner.pipeline import cgan_preset  # noqa: E402
+from data_owner.gan import GeneratedLists  # noqa: E402
+from data_owner.pipeline import split_fingerprint, stage_keys  # noqa: E402
 from data_owner.privacy import export_pairs, leakage_report, soft_target_scorer  # noqa: E402
 from data_owner.privacy.leakage import EXPORT_ROW, HISTORY_ROW, POPULARITY_ROW  # noqa: E402
+from data_owner.settings import secret_fingerprint  # noqa: E402
 from experiments import lab  # noqa: E402
-from experiments.lab import ChainConfig, GeneratorStage, StageResult  # noqa: E402
+from experiments.lab import GeneratorStage, LabConfig, StageResult  # noqa: E402
+from experiments.presets import GD_LAMBDA, STUDENT_EPOCHS, STUDENT_FRACTION  # noqa: E402
 from experiments.results import ResultsFile, read_rows  # noqa: E402
 from experiments.runner import (  # noqa: E402
     dataset_slug,
@@ -77,6 +92,7 @@ from experiments.runner import (  # noqa: E402
 )
 from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION  # noqa: E402
 from shared.device import resolve_device  # noqa: E402
+from shared.options import json_object  # noqa: E402
 
 log = logging.getLogger("gdrec.privacy")
 
@@ -160,11 +176,11 @@ def parse_settings(text: str) -> tuple[PrivacySetting, ...]:
     return tuple(settings)
 
 
-def setting_config(base: ChainConfig, setting: PrivacySetting, seed: int) -> ChainConfig:
+def setting_config(base: LabConfig, setting: PrivacySetting, seed: int) -> LabConfig:
     return replace(base, seed=seed, include_observed=setting.include_observed, rr_epsilon=setting.rr_epsilon)
 
 
-def chain_settings(config: ChainConfig, sampler_revision: int = GD_SAMPLER_REVISION) -> dict[str, Any]:
+def chain_settings(config: LabConfig, sampler_revision: int = GD_SAMPLER_REVISION) -> dict[str, Any]:
     """Everything a row depends on besides (setting, seed): a change gives the row a new key. Sampler revision 1
     is keyed without a `student_sampler` field."""
     settings: dict[str, Any] = {"gd_teacher": gd_teacher_settings_payload(config),
@@ -175,7 +191,7 @@ def chain_settings(config: ChainConfig, sampler_revision: int = GD_SAMPLER_REVIS
     return settings
 
 
-def row_key(base: ChainConfig, setting: PrivacySetting, seed: int, sampler_revision: int = GD_SAMPLER_REVISION) -> str:
+def row_key(base: LabConfig, setting: PrivacySetting, seed: int, sampler_revision: int = GD_SAMPLER_REVISION) -> str:
     config = setting_config(base, setting, seed)
     payload = {"setting": asdict(setting), "seed": seed, "settings": chain_settings(config, sampler_revision)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -191,39 +207,42 @@ def row_sampler_revision(row: dict[str, Any]) -> int:
 
 
 @dataclass
-class _Shared:
-    """The KD teacher and CGAN of one (seed, rr_epsilon), reused by the settings that differ only in lists."""
+class _Stages:
+    """The KD teacher and CGAN of one config, by their owner stage keys (`data_owner.pipeline.stage_keys`): the
+    settings that differ only in how lists are drawn share them."""
 
-    key: tuple[int, float | None]
+    kd_key: str
+    cgan_key: str
     train_split: LeaveOneOutSplit
     kd: StageResult
     generator: GeneratorStage
 
 
 class PrivacyRunner:
-    def __init__(self, base: ChainConfig, split: LeaveOneOutSplit, device: torch.device) -> None:
+    def __init__(self, base: LabConfig, split: LeaveOneOutSplit, device: torch.device) -> None:
         self.base = base
         self.split = split
         self.device = device
         self.machine = machine_info(device)
-        self._shared: _Shared | None = None
+        self.data_fingerprint = split_fingerprint(split)
+        self._stages_held: _Stages | None = None
 
-    def _stages(self, config: ChainConfig) -> _Shared:
-        key = (config.seed, config.rr_epsilon)
-        if self._shared is None or self._shared.key != key:
-            self._shared = None  # free the previous models first
+    def _stages(self, config: LabConfig) -> _Stages:
+        keys = stage_keys(config, self.data_fingerprint, secret_fingerprint(lab.lab_secret(config.seed)))
+        held = self._stages_held
+        if held is None or (held.kd_key, held.cgan_key) != (keys["kd_teacher"], keys["cgan"]):
+            self._stages_held = None  # free the previous models first
             train_split = lab.training_split(self.split, config)
             kd = lab.train_kd_teacher(config, self.split, train_split, self.device)
             generator = lab.train_generator(config, self.split, train_split, self.device)
-            self._shared = _Shared(key, train_split, kd, generator)
-        return self._shared
+            self._stages_held = _Stages(keys["kd_teacher"], keys["cgan"], train_split, kd, generator)
+        return self._stages_held
 
-    def _lists(self, config: ChainConfig, shared: _Shared) -> GeneratedLists:
+    def _lists(self, config: LabConfig, shared: _Stages) -> GeneratedLists:
         made = shared.generator.lists
         if made.include_observed == config.include_observed:
             return made
-        return generated_lists(shared.generator.generator.model, shared.train_split.train, config.list_length,
-                               config.include_observed, seed=config.seed)
+        return stages.lists(shared.generator.generator.model, shared.train_split, config)
 
     def run(self, setting: PrivacySetting, seed: int) -> dict[str, Any]:
         """One (setting, seed): the chain, the student's metrics and the export's leakage; the row (not written)."""
@@ -235,7 +254,7 @@ class PrivacyRunner:
         student = lab.train_gd_student(config, self.split, gd.model, lists, self.device)
         secret = lab.lab_secret(seed)
         bundle = student.extra["export"]  # exactly what the student learnt from
-        report = leakage_report(self.split, export_pairs(bundle, self.split, secret, "lab"),
+        report = leakage_report(self.split, export_pairs(bundle, self.split, secret, config.consumer_id),
                                 soft_target_scorer(gd.model, config.temperature),
                                 context={"setting": setting.name, "seed": seed})
         g = shared.generator.generator
@@ -274,7 +293,7 @@ class SweepSummary:
     seconds: float
 
 
-def run_sweep(base: ChainConfig, settings: Sequence[PrivacySetting], seeds: Sequence[int],
+def run_sweep(base: LabConfig, settings: Sequence[PrivacySetting], seeds: Sequence[int],
               results: Path) -> SweepSummary:
     """Run every (setting, seed) whose row is not yet in `results`, appending each row as it finishes."""
     started = time.perf_counter()
@@ -357,7 +376,7 @@ class SettingSummary:
         return _stat([r["model_visible_train_pairs"] / r["true_train_pairs"] for r in self.rows])
 
 
-def summarise(rows: Sequence[dict[str, Any]], base: ChainConfig, settings: Sequence[PrivacySetting],
+def summarise(rows: Sequence[dict[str, Any]], base: LabConfig, settings: Sequence[PrivacySetting],
               seeds: Sequence[int]) -> list[SettingSummary]:
     """Per requested setting, the rows of the requested seeds under the given chain settings: for each seed the row
     of the newest GD student sampler revision there is (the last row of a key when it was written twice)."""
@@ -426,7 +445,7 @@ def _machines(rows: Sequence[dict[str, Any]]) -> str:
     return "; ".join(seen) or "unknown"
 
 
-def render_markdown(summaries: Sequence[SettingSummary], base: ChainConfig, seeds: Sequence[int],
+def render_markdown(summaries: Sequence[SettingSummary], base: LabConfig, seeds: Sequence[int],
                     invocation_seconds: float | None = None) -> str:
     rows = [r for s in summaries for r in s.rows]
     fpr = rows[0]["leakage"]["max_fpr"] if rows else 0.01
@@ -560,7 +579,7 @@ def render_plot(summaries: Sequence[SettingSummary], path: Path, title: str) -> 
     plt.close(fig)
 
 
-def write_report(results: Path, out_dir: Path, base: ChainConfig, settings: Sequence[PrivacySetting],
+def write_report(results: Path, out_dir: Path, base: LabConfig, settings: Sequence[PrivacySetting],
                  seeds: Sequence[int], invocation_seconds: float | None = None) -> list[Path]:
     summaries = summarise(read_rows(results), base, settings, seeds)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -606,20 +625,22 @@ def privacy(
     report_only: Annotated[bool, typer.Option(
         help="render from the existing rows, train nothing (give the run's chain options: rows are matched by key)")]
     = False,
-    fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="GD student size / teacher size")] = 0.5,
-    list_length: Annotated[int, typer.Option(min=1)] = 50,
-    temperature: Annotated[float, typer.Option(min=1e-3)] = 2.0,
-    lam: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.7,
-    teacher_epochs: Annotated[int, typer.Option(min=1, help="KD teacher")] = 300,
-    cgan_epochs: Annotated[int, typer.Option(min=1)] = 200,
-    gd_epochs: Annotated[int, typer.Option(min=1, help="GD teacher continuation")] = 100,
-    student_epochs: Annotated[int, typer.Option(min=1, help="GD student")] = 200,
-    patience: Annotated[int, typer.Option(min=0)] = 6,
-    eval_every: Annotated[int, typer.Option(min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(min=1)] = 1000,
+    fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="GD student size / teacher size")] = (
+        STUDENT_FRACTION),
+    list_length: Annotated[int, typer.Option(min=1)] = LIST_LENGTH,
+    temperature: Annotated[float, typer.Option(min=1e-3)] = TEMPERATURE,
+    lam: Annotated[float, typer.Option(min=0.0, max=1.0)] = GD_LAMBDA,
+    teacher_epochs: Annotated[int, typer.Option(min=1, help="KD teacher")] = TEACHER_EPOCHS,
+    cgan_epochs: Annotated[int, typer.Option(min=1)] = CGAN_EPOCHS,
+    gd_epochs: Annotated[int, typer.Option(min=1, help="GD teacher continuation")] = GD_EPOCHS,
+    student_epochs: Annotated[int, typer.Option(min=1, help="GD student")] = STUDENT_EPOCHS,
+    patience: Annotated[int, typer.Option(min=0)] = PATIENCE,
+    eval_every: Annotated[int, typer.Option(min=1)] = EVAL_EVERY,
+    batch_size: Annotated[int, typer.Option(min=1)] = BATCH_SIZE,
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON (epochs: --cgan-epochs)")] = None,
     teacher_json: Annotated[str | None, typer.Option(
-        help='teacher override {"model": {...}, "lr": ...} (default: experiments.presets)')] = None,
+        help='teacher override {"model": {...}, "lr": ..., "pretrain": {...} or null} over the owner\'s preset '
+             '(data_owner.config)')] = None,
     rr_true_size_epochs: RrTrueSizeEpochs = False,
     device: Annotated[str, typer.Option()] = "auto",
     progress: Annotated[bool, typer.Option()] = True,
@@ -629,13 +650,16 @@ def privacy(
     lab.configure_logging(verbose)
     try:
         chosen = parse_settings(settings)
-        base = ChainConfig(dataset=dataset, family=model.lower(), fraction=fraction, list_length=list_length,
-                           temperature=temperature, lam=lam, teacher_epochs=teacher_epochs, gd_epochs=gd_epochs,
-                           student_epochs=student_epochs, patience=patience, eval_every=eval_every,
-                           cgan=cgan_preset(dataset, cgan_epochs).with_json(cgan_json),
-                           teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
-                           device=device, progress=progress, rr_true_size_epochs=rr_true_size_epochs)
-    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        family = model.lower()
+        teacher = (teacher_from_fields(dataset, family, json_object(teacher_json, "--teacher-json"))
+                   if teacher_json else None)
+        base = LabConfig(dataset=dataset, family=family, fraction=fraction, list_length=list_length,
+                         temperature=temperature, lam=lam, teacher_epochs=teacher_epochs, gd_epochs=gd_epochs,
+                         student_epochs=student_epochs, patience=patience, eval_every=eval_every,
+                         cgan=cgan_preset(dataset, cgan_epochs).with_json(cgan_json), teacher=teacher,
+                         batch_size=batch_size, device=device, progress=progress,
+                         rr_true_size_epochs=rr_true_size_epochs)
+    except (ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from None
     seed_list = _ints(seeds)
     out = out_dir if out_dir is not None else default_out_dir(dataset)

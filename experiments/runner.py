@@ -21,8 +21,9 @@ Caching (under --work-dir, so later cells and later runs reuse them):
     cache/<dataset>/lists/seed<k>-<key>.npz               the CGAN's generated lists (items, GF scores, metrics)
     cache/<dataset>/gd_teachers/<family>-seed<k>-<key>/   the GD teacher checkpoint
 
-Each key is a hash of everything the stage depends on (data, preset, epochs, CGAN config, list settings,
-rr_epsilon), so a changed setting trains afresh instead of reusing a stale stage. Checkpoints and lists are
+Each key is the owner's stage key (`data_owner.pipeline.stage_keys`: the data's fingerprint, the stage's settings,
+the keys of the stages it reads, the randomized response keyed by the lab's secret), so a changed setting trains
+afresh instead of reusing a stale stage, exactly where `gdrec-owner train` would redo a stage. Checkpoints and lists are
 written to temporary names and renamed into place; a half-written cache entry is never read.
 
 Results: one JSON line per finished cell, appended to --results (default <work-dir>/results.jsonl) and flushed
@@ -62,25 +63,46 @@ import torch
 import typer
 from tqdm.auto import tqdm
 
-from data_owner.cli import RrTrueSizeEpochs
+from data_owner.config import (
+    BATCH_SIZE,
+    CGAN_EPOCHS,
+    EVAL_EVERY,
+    FAMILIES,
+    GD_EPOCHS,
+    LIST_LENGTH,
+    PATIENCE,
+    TEACHER_EPOCHS,
+    RrTrueSizeEpochs,
+    cgan_preset,
+    teacher_from_fields,
+)
 from data_owner.data import LeaveOneOutSplit
 from data_owner.gan import GeneratedLists
-from data_owner.pipeline import cgan_preset
+from data_owner.pipeline import split_fingerprint, stage_keys
+from data_owner.settings import secret_fingerprint
 from experiments import lab
-from experiments.lab import ChainConfig, GeneratorStage, StageResult
-from experiments.presets import FRACTIONS, GD_LAMBDA, KD_WEIGHTS, LAMBDA_SWEEP, SELECTION_METRIC, TEMPERATURES
+from experiments.lab import GeneratorStage, LabConfig, StageResult
+from experiments.presets import (
+    FRACTIONS,
+    GD_LAMBDA,
+    KD_WEIGHTS,
+    LAMBDA_SWEEP,
+    SELECTION_METRIC,
+    STUDENT_EPOCHS,
+    TEMPERATURES,
+)
 from experiments.results import ResultsFile, json_default, read_rows
 from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION
 from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.device import resolve_device, synchronize
 from shared.evaluation import sampled_target_ranks
 from shared.metrics import ranking_metrics
+from shared.options import json_object
 
 log = logging.getLogger("gdrec.runner")
 
 METHODS = ("teacher", "student", "rd", "cd", "bd", "gd")
 KD_METHODS = ("rd", "cd", "bd")
-FAMILIES = ("bpr", "neumf")
 SAMPLED_KS = (5, 10, 20)
 RESULTS_NAME = "results.jsonl"
 
@@ -110,9 +132,9 @@ class Cell:
 
 @dataclass(frozen=True)
 class GridSpec:
-    """What to run: the base ChainConfig (dataset, epochs, CGAN, presets, device) and the grid over it."""
+    """What to run: the base LabConfig (dataset, epochs, CGAN, teacher, device) and the grid over it."""
 
-    base: ChainConfig
+    base: LabConfig
     work_dir: Path
     families: tuple[str, ...] = ("bpr",)
     methods: tuple[str, ...] = METHODS
@@ -140,6 +162,9 @@ class GridSpec:
             raise ValueError(f"student fractions must lie in (0, 1), got {self.fractions}")
         if not all(0 <= lam <= 1 for lam in self.lambdas):
             raise ValueError(f"lambda must lie in [0, 1], got {self.lambdas}")
+        if self.base.teacher is not None and set(self.families) != {self.base.teacher.family}:
+            raise ValueError(f"the teacher settings are for {self.base.teacher.family} only; run the other model "
+                             "families with their presets in a separate grid")
         if set(self.baseline_options) - set(KD_METHODS):
             raise ValueError(f"baseline options are for {', '.join(KD_METHODS)}, got {sorted(self.baseline_options)}")
 
@@ -190,7 +215,7 @@ def dataset_slug(dataset: str) -> str:
     return dataset
 
 
-def teacher_settings_payload(config: ChainConfig) -> dict[str, Any]:
+def teacher_settings_payload(config: LabConfig) -> dict[str, Any]:
     payload = {"dataset": dataset_identity(config.dataset), "family": config.family, "seed": config.seed,
                "teacher": lab.teacher_settings(config), "epochs": config.teacher_epochs, "patience": config.patience,
                "eval_every": config.eval_every, "batch_size": config.batch_size, "rr_epsilon": config.rr_epsilon}
@@ -199,7 +224,7 @@ def teacher_settings_payload(config: ChainConfig) -> dict[str, Any]:
     return payload
 
 
-def lists_settings_payload(config: ChainConfig) -> dict[str, Any]:
+def lists_settings_payload(config: LabConfig) -> dict[str, Any]:
     cgan = {k: v for k, v in config.cgan.identity().items() if k != "seed"}
     payload = {"dataset": dataset_identity(config.dataset), "seed": config.seed, "cgan": cgan,
                "list_length": config.list_length, "include_observed": config.include_observed,
@@ -210,12 +235,12 @@ def lists_settings_payload(config: ChainConfig) -> dict[str, Any]:
     return payload
 
 
-def gd_teacher_settings_payload(config: ChainConfig) -> dict[str, Any]:
+def gd_teacher_settings_payload(config: LabConfig) -> dict[str, Any]:
     return {"teacher": teacher_settings_payload(config), "lists": lists_settings_payload(config),
             "gd_epochs": config.gd_epochs}
 
 
-def cell_settings(cell: Cell, config: ChainConfig, baseline_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def cell_settings(cell: Cell, config: LabConfig, baseline_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What a cell's result depends on besides the cell itself (a change gives the cell a new key)."""
     settings: dict[str, Any] = {"teacher": teacher_settings_payload(config)}
     if cell.method != "teacher":
@@ -233,7 +258,7 @@ def cell_key(spec: GridSpec, cell: Cell) -> str:
     return _digest({"cell": asdict(cell), "settings": settings}, 24)
 
 
-def cell_config(spec: GridSpec, cell: Cell) -> ChainConfig:
+def cell_config(spec: GridSpec, cell: Cell) -> LabConfig:
     return replace(spec.base, family=cell.family, seed=cell.seed,
                    fraction=cell.fraction if cell.method != "teacher" else spec.base.fraction,
                    temperature=cell.temperature if cell.temperature is not None else spec.base.temperature,
@@ -346,15 +371,27 @@ class StageCache:
         self.split = split
         self.device = device
         self.root = spec.work_dir / "cache" / dataset_slug(spec.base.dataset)
+        self.data_fingerprint = split_fingerprint(split)
         self._memory: dict[tuple, Any] = {}
         self._train_splits: dict[tuple[int, float | None], LeaveOneOutSplit] = {}
         self.trained: list[str] = []  # which stages were trained (not loaded) in this process, for the log
 
-    def train_split(self, config: ChainConfig) -> LeaveOneOutSplit:
+    def train_split(self, config: LabConfig) -> LeaveOneOutSplit:
         key = (config.seed, config.rr_epsilon)  # the randomized matrix depends on both
         if key not in self._train_splits:
             self._train_splits[key] = lab.training_split(self.split, config)
         return self._train_splits[key]
+
+    def keys(self, config: LabConfig) -> dict[str, str]:
+        """The cache key of each stage: the owner's stage key (`data_owner.pipeline.stage_keys`: the data, the
+        settings and the keys of the stages it reads, the randomized response keyed by the lab's secret), with the
+        list source for the research reference of the KD teacher's own lists."""
+        keys = stage_keys(config, self.data_fingerprint, secret_fingerprint(lab.lab_secret(config.seed)))
+        if config.list_source != "generator":
+            keys["lists"] = _digest({"kd": keys["kd_teacher"], "list_source": config.list_source,
+                                     "length": config.list_length, "include_observed": config.include_observed}, 64)
+            keys["gd_teacher"] = _digest({"gd_teacher": keys["gd_teacher"], "lists": keys["lists"]}, 64)
+        return {name: key[:16] for name, key in keys.items()}
 
     def _remember(self, key: tuple, build: Callable[[], Any]) -> Any:
         if key not in self._memory:
@@ -382,20 +419,20 @@ class StageCache:
         stage.extra["cached"] = False
         return stage
 
-    def kd_teacher(self, config: ChainConfig) -> StageResult:
-        key = _digest(teacher_settings_payload(config))
+    def kd_teacher(self, config: LabConfig) -> StageResult:
+        key = self.keys(config)["kd_teacher"]
         directory = self.root / "teachers" / f"{config.family}-seed{config.seed}-{key}"
         resumable = replace(config, checkpoint_dir=str(self.partial(directory.name)))
         return self._remember(("kd", key), lambda: self._checkpointed(
             directory, lambda: lab.train_kd_teacher(resumable, self.split, self.train_split(config), self.device),
             f"KD teacher {config.family} seed {config.seed}"))
 
-    def generator(self, config: ChainConfig) -> CachedLists:
-        key = _digest(lists_settings_payload(config))
+    def generator(self, config: LabConfig) -> CachedLists:
+        key = self.keys(config)["lists"]
         path = self.root / "lists" / f"seed{config.seed}-{key}.npz"
         return self._remember(("lists", key), lambda: self._lists(config, path))
 
-    def _lists(self, config: ChainConfig, path: Path) -> CachedLists:
+    def _lists(self, config: LabConfig, path: Path) -> CachedLists:
         if path.is_file():
             with np.load(path, allow_pickle=False) as saved:
                 meta = json.loads(str(saved["meta"]))
@@ -423,8 +460,8 @@ class StageCache:
         self.trained.append(f"{'CGAN' if config.list_source == 'generator' else 'teacher'} lists seed {config.seed}")
         return CachedLists(stage.lists, meta)
 
-    def gd_teacher(self, config: ChainConfig) -> StageResult:
-        key = _digest(gd_teacher_settings_payload(config))
+    def gd_teacher(self, config: LabConfig) -> StageResult:
+        key = self.keys(config)["gd_teacher"]
         directory = self.root / "gd_teachers" / f"{config.family}-seed{config.seed}-{key}"
 
         def train() -> StageResult:
@@ -465,7 +502,7 @@ class CellContext:
         return self.negatives[seed]
 
 
-def _kd_student(cell: Cell, config: ChainConfig, ctx: CellContext) -> StageResult:
+def _kd_student(cell: Cell, config: LabConfig, ctx: CellContext) -> StageResult:
     try:
         from experiments.baselines import train_kd_student
     except ImportError as exc:
@@ -473,9 +510,8 @@ def _kd_student(cell: Cell, config: ChainConfig, ctx: CellContext) -> StageResul
                            "checkout does not provide yet; run the other methods meanwhile") from exc
     teacher = ctx.stages.kd_teacher(config)
     sized = lab.student_config(config, ctx.split)
-    preset = lab.teacher_settings(config)
     run = train_kd_student(cell.method, ctx.split, copy.deepcopy(teacher.model), dict(sized.config),
-                           lab._train_config(config, config.teacher_epochs, preset["lr"]),
+                           lab._train_config(config, config.teacher_epochs),
                            kd_weight=float(cell.kd_weight), temperature=float(cell.temperature or 1.0),
                            batch_size=config.batch_size, device=ctx.device,
                            options=ctx.spec.baseline_options.get(cell.method) or None)
@@ -630,20 +666,21 @@ def run_command(
         help=f"GD lambda(s); 'sweep' = {_sequence(LAMBDA_SWEEP)} (fig4)")] = f"{GD_LAMBDA}",
     results: Annotated[Path | None, typer.Option(help="JSONL results (default <work-dir>/results.jsonl)")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="render the reports here when the grid is done")] = None,
-    teacher_epochs: Annotated[int, typer.Option(min=1, help="teacher and raw-data students")] = 300,
-    student_epochs: Annotated[int, typer.Option(min=1, help="GD student")] = 200,
-    gd_epochs: Annotated[int, typer.Option(min=1, help="GD teacher continuation")] = 100,
-    patience: Annotated[int, typer.Option(min=0)] = 6,
-    eval_every: Annotated[int, typer.Option(min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(min=1)] = 1000,
-    list_length: Annotated[int, typer.Option(min=1)] = 50,
+    teacher_epochs: Annotated[int, typer.Option(min=1, help="teacher and raw-data students")] = TEACHER_EPOCHS,
+    student_epochs: Annotated[int, typer.Option(min=1, help="GD student")] = STUDENT_EPOCHS,
+    gd_epochs: Annotated[int, typer.Option(min=1, help="GD teacher continuation")] = GD_EPOCHS,
+    patience: Annotated[int, typer.Option(min=0)] = PATIENCE,
+    eval_every: Annotated[int, typer.Option(min=1)] = EVAL_EVERY,
+    batch_size: Annotated[int, typer.Option(min=1)] = BATCH_SIZE,
+    list_length: Annotated[int, typer.Option(min=1)] = LIST_LENGTH,
     include_observed: Annotated[bool, typer.Option(help="may a user's own items appear in their list")] = True,
-    cgan_epochs: Annotated[int, typer.Option(min=1)] = 200,
+    cgan_epochs: Annotated[int, typer.Option(min=1)] = CGAN_EPOCHS,
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON")] = None,
     baseline_json: Annotated[str | None, typer.Option(
         help='overrides of the RD/CD/BD defaults per method, e.g. {"cd": {"top_n": 50}}')] = None,
     teacher_json: Annotated[str | None, typer.Option(
-        help='teacher override {"model": {...}, "lr": ...} (default: experiments.presets)')] = None,
+        help='teacher override {"model": {...}, "lr": ..., "pretrain": {...} or null} over the owner\'s preset '
+             '(data_owner.config) of the one model family in --models')] = None,
     rr_epsilon: Annotated[float | None, typer.Option(help="randomized response on the owner's training matrix")]
     = None,
     rr_true_size_epochs: RrTrueSizeEpochs = False,
@@ -653,23 +690,26 @@ def run_command(
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Run (or continue) the comparison grid; rerunning the same command skips the finished cells."""
+    families = _names(models)
     try:
         cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    base = ChainConfig(dataset=dataset, list_length=list_length, include_observed=include_observed,
-                       teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, student_epochs=student_epochs,
-                       patience=patience, eval_every=eval_every,
-                       cgan=cgan, teacher=json.loads(teacher_json) if teacher_json else None, batch_size=batch_size,
-                       device=device, progress=progress, rr_epsilon=rr_epsilon,
-                       rr_true_size_epochs=rr_true_size_epochs, list_source=lab.list_source_option(list_source))
-    try:
-        spec = GridSpec(base=base, work_dir=work_dir, families=_names(models), methods=_names(methods),
+        teacher = None
+        if teacher_json:
+            if len(families) != 1:
+                raise ValueError("--teacher-json sets one model family's teacher; give exactly one in --models")
+            teacher = teacher_from_fields(dataset, families[0], json_object(teacher_json, "--teacher-json"))
+        base = LabConfig(dataset=dataset, family=families[0] if families else "bpr", list_length=list_length,
+                         include_observed=include_observed, teacher_epochs=teacher_epochs, gd_epochs=gd_epochs,
+                         student_epochs=student_epochs, patience=patience, eval_every=eval_every, cgan=cgan,
+                         teacher=teacher, batch_size=batch_size, device=device, progress=progress,
+                         rr_epsilon=rr_epsilon, rr_true_size_epochs=rr_true_size_epochs,
+                         list_source=lab.list_source_option(list_source))
+        spec = GridSpec(base=base, work_dir=work_dir, families=families, methods=_names(methods),
                         seeds=_ints(seeds), fractions=_floats(fractions), kd_weights=_floats(kd_weights),
                         temperatures=_floats(temperatures),
                         lambdas=LAMBDA_SWEEP if lambdas.strip() == "sweep" else _floats(lambdas), results=results,
                         inference_users=inference_users, progress=progress,
-                        baseline_options=json.loads(baseline_json) if baseline_json else {})
+                        baseline_options=json_object(baseline_json, "--baseline-json") if baseline_json else {})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     summary = run_grid(spec)

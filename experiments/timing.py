@@ -2,7 +2,7 @@
 
 The runner times each cell's model once, right after training it, so its timings come from hours apart and from
 whatever else the machine was doing then. This command builds the teacher and the students at each fraction of
-its parameters, with the architectures the runner trains (`experiments.presets`, `shared.models.config_at_fraction`)
+its parameters, with the architectures the runner trains (`data_owner.config`, `shared.models.config_at_fraction`)
 at the dataset's user and item counts, and times one full-ranking batch of each in interleaved rounds (T, M, S,
 T, M, S, ... with the order rotated every round), so a burst of load hits every size alike. The weights are random:
 the time of `score_all` does not depend on their values. One JSONL row per (model, size) is appended to `--out`
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import typer
 
+from data_owner.config import teacher_from_fields, teacher_preset
 from experiments import lab
 from experiments.runner import dataset_slug, machine_info
 from shared.device import resolve_device, synchronize
@@ -31,12 +32,14 @@ def sized_models(dataset: str, family: str, n_users: int, n_items: int, fraction
                  teacher: dict[str, Any] | None = None, seed: int = 0) -> dict[float, torch.nn.Module]:
     """{1.0: the teacher, fraction: the student at that share of its parameters} with random weights; `teacher` is
     the runner's `--teacher-json` override ({"model": {...}, ...}), None for the preset."""
-    reference = lab.teacher_settings(lab.ChainConfig(dataset=dataset, family=family, teacher=teacher))["model"]
+    settings = teacher_from_fields(dataset, family, teacher) if teacher else teacher_preset(dataset, family)
+    reference = dict(settings.model)
     configs = {1.0: reference}
     for fraction in fractions:
         configs[fraction] = config_at_fraction(family, reference, n_users, n_items, fraction).config
-    torch.manual_seed(seed)
-    return {fraction: build_model(family, n_users, n_items, **config) for fraction, config in configs.items()}
+    init = torch.Generator().manual_seed(seed)
+    return {fraction: build_model(family, n_users, n_items, generator=init, **config)
+            for fraction, config in configs.items()}
 
 
 @torch.no_grad()
@@ -93,7 +96,7 @@ def timing_command(
     batch_users: Annotated[int, typer.Option(min=1, help="users per full-ranking batch")] = 256,
     rounds: Annotated[int, typer.Option(min=1, help="timed calls per model")] = 20,
     teacher_json: Annotated[str | None, typer.Option(
-        help='teacher override {"model": {...}} as given to `gdrec-lab run` (default: experiments.presets)')] = None,
+        help='teacher override {"model": {...}} as given to `gdrec-lab run` (default: the owner\'s preset)')] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     out: Annotated[Path | None, typer.Option(
         help="JSONL to append the rows to (default reports/<dataset>/inference.jsonl)")] = None,

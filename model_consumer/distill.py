@@ -166,8 +166,8 @@ def distill_student(export: ExportBundle, config: DistillConfig, device: torch.d
     student_config = dict(sizing.config)
     if config.reg is not None:
         student_config["reg"] = config.reg
-    torch.manual_seed(config.seed)
-    model = build_model(manifest.teacher.family, n_users, n_items, **student_config).to(device)
+    init = torch.Generator().manual_seed(config.seed)
+    model = build_model(manifest.teacher.family, n_users, n_items, generator=init, **student_config).to(device)
 
     rng = np.random.default_rng(config.seed)
     validate = None

@@ -130,11 +130,33 @@ def fit(
     batches(epoch, rng) yields batch objects with `.to(device)`; loss_fn(batch) -> scalar (default:
     `model.loss`); validate() -> metrics dict containing `config.metric` (None: no selection, keep the last).
     With `config.checkpoint_dir`, continues from a saved state of the same run (see the module's docstring);
-    `identity` names what else the run depends on (data, loss weights), so that a change of it starts over."""
+    `identity` names what else the run depends on (data, loss weights), so that a change of it starts over.
+
+    Parameter-free random ops of the model (dropout) draw from torch's default generators, which take no generator
+    argument: the loop runs them from `config.seed` inside `torch.random.fork_rng`, so the caller's generators are
+    the same after the call as before it (nothing outside the loop is reseeded)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type="cuda"):
+        torch.default_generator.manual_seed(config.seed)
+        if device.type == "cuda":
+            torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()
+                                          ].manual_seed(config.seed)
+        return _fit(model, batches, validate, config, loss_fn, optimizer, device, description, identity)
+
+
+def _fit(
+    model: nn.Module,
+    batches: Callable[[int, np.random.Generator], Iterable[Batch]],
+    validate: Callable[[], dict[str, float]] | None,
+    config: TrainConfig,
+    loss_fn: Callable[[Any], torch.Tensor] | None,
+    optimizer: Any,
+    device: torch.device,
+    description: str,
+    identity: str | None,
+) -> TrainResult:
     model.to(device)
     rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)  # parameter-free ops only (e.g. dropout); inits are the caller's
     loss_fn = loss_fn or model.loss  # type: ignore[assignment]
     assert loss_fn is not None
     optimizer = optimizer or make_optimizer(model, config.lr, config.weight_decay)

@@ -24,6 +24,7 @@ K_u sampling (`mask_sampling`):
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -35,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shared.interactions import ItemSets
+from shared.models import seeded_module
 from shared.options import json_object
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,14 @@ def bag_sum(weight: torch.Tensor, items: torch.Tensor, offsets: torch.Tensor,
     return dense @ weight
 
 
+def _reset_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    """`nn.Linear.reset_parameters` drawing from `generator`."""
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    if layer.bias is not None:
+        bound = 1.0 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0.0
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
 class _SparseInputMLP(nn.Module):
     """MLP whose first layer reads binary item vectors as embedding bags (plus optional dense inputs)."""
 
@@ -150,8 +160,16 @@ class _SparseInputMLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:], strict=True))
         self.out = nn.Linear(hidden[-1], out_dim)
         self.act = _ACTIVATIONS[activation]
-        bound = 1.0 / np.sqrt(n_items)
-        nn.init.uniform_(self.bag.weight, -bound, bound)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """The bag uniform in +-1/sqrt(n_items), the bias zero, the dense layers as torch's `nn.Linear` does it;
+        drawn from `generator` (None: torch's default generator)."""
+        bound = 1.0 / np.sqrt(self.n_items)
+        nn.init.uniform_(self.bag.weight, -bound, bound, generator=generator)
+        nn.init.zeros_(self.bias)
+        for layer in [*([self.extra] if self.extra is not None else []), *self.layers, self.out]:
+            _reset_linear(layer, generator)
 
     def forward(self, items: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None,
                 columns: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,6 +194,9 @@ class Generator(nn.Module):
         self.n_items, self.noise_dim = n_items, noise_dim
         self.net = _SparseInputMLP(n_items, noise_dim, tuple(hidden), n_items, activation)
 
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        self.net.reset_parameters(generator)
+
     def forward(self, items: torch.Tensor, offsets: torch.Tensor, noise: torch.Tensor | None,
                 columns: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
         """GF_u over all items, or over the item ids `columns` only ([B, len(columns)])."""
@@ -190,7 +211,12 @@ class Discriminator(nn.Module):
         super().__init__()
         self.condition = _SparseInputMLP(n_items, 0, tuple(hidden), 1, activation)
         self.x_weight = nn.Parameter(torch.empty(n_items, hidden[0]))  # the x half of the first layer
-        nn.init.uniform_(self.x_weight, -1.0 / np.sqrt(n_items), 1.0 / np.sqrt(n_items))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        self.condition.reset_parameters(generator)
+        bound = 1.0 / np.sqrt(self.x_weight.shape[0])
+        nn.init.uniform_(self.x_weight, -bound, bound, generator=generator)
 
     def forward(self, items: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor | None,
                 columns: torch.Tensor | None = None) -> torch.Tensor:
@@ -308,11 +334,12 @@ def train_cgan(
     """Alternate D and G updates (d_steps, then g_steps passes over the users per epoch); with `validate`
     (generator -> metric, higher is better) keep the best generator and stop after `patience` stale checks."""
     device = torch.device(device)
-    torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     gen_rng = torch.Generator(device=device).manual_seed(config.seed)
-    G = Generator(train.n_items, config.hidden_g, config.noise_dim, config.activation).to(device)
-    D = Discriminator(train.n_items, config.hidden_d, config.activation).to(device)
+    init = torch.Generator().manual_seed(config.seed)  # the weights' initialisation, on the CPU
+    G = seeded_module(lambda: Generator(train.n_items, config.hidden_g, config.noise_dim, config.activation), init)
+    D = seeded_module(lambda: Discriminator(train.n_items, config.hidden_d, config.activation), init)
+    G, D = G.to(device), D.to(device)
     # the fused kernel: on a CPU, the per-tensor Adam over the n-wide layers cost more than a step's matmuls
     fused = device.type in ("cpu", "cuda")
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, weight_decay=config.l2_g, fused=fused)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from data_owner.config import BATCH_SIZE
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import TeacherRun
 from experiments.baselines.bd import BDOptions, train_bd
@@ -34,7 +35,7 @@ def train_kd_student(
     *,
     kd_weight: float,
     temperature: float,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
     options: dict[str, Any] | None = None,
 ) -> TeacherRun:

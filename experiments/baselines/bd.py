@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from data_owner.config import BATCH_SIZE
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import DEFAULT_KS, TeacherRun, test_result, validation_result
 from experiments.baselines.common import (
@@ -209,7 +210,7 @@ def train_bd(
     kd_weight: float,
     temperature: float,
     options: BDOptions,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
 ) -> TeacherRun:
     """Student and teacher copy trained together (see the module docstring); the epoch is selected on the
@@ -217,8 +218,8 @@ def train_bd(
     validation and test metrics, is returned in `extra["teacher"]`, `extra["teacher_valid"]`,
     `extra["teacher_test"]`; the caller's `teacher` is not modified."""
     teacher_copy = copy.deepcopy(teacher).to(device)
-    torch.manual_seed(train_config.seed)
-    student = build_model(teacher.family, split.n_users, split.n_items, **student_config).to(device)
+    init = torch.Generator().manual_seed(train_config.seed)
+    student = build_model(teacher.family, split.n_users, split.n_items, generator=init, **student_config).to(device)
     pair = BDPair(student, teacher_copy)
     sampler = BDSampler(split.train, pair, options, batch_size)
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from data_owner.config import BATCH_SIZE
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import TeacherRun
 from experiments.baselines.common import (
@@ -132,13 +133,13 @@ def train_cd(
     kd_weight: float,
     temperature: float,
     options: CDOptions,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
 ) -> TeacherRun:
     """A student of the teacher's family trained with L_CF + kd_weight * L_CD; see the module docstring."""
     frozen = frozen_copy(teacher, device)
-    torch.manual_seed(train_config.seed)
-    student = build_model(teacher.family, split.n_users, split.n_items, **student_config).to(device)
+    init = torch.Generator().manual_seed(train_config.seed)
+    student = build_model(teacher.family, split.n_users, split.n_items, generator=init, **student_config).to(device)
     student_guided = options.guide == "student"
     sampler = CDSampler(split.train, options, batch_size, student if student_guided else frozen, student_guided,
                         device)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_owner.config import BATCH_SIZE
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import DEFAULT_KS, TeacherRun, test_result, validation_result
 from shared.interactions import ItemSets
@@ -143,7 +144,7 @@ class PairKDSampler:
     CSR order of `train` (pair p belongs to user `train.user_of_each_entry()[p]`). The KD items are separate
     draws from the BPR negative (one of BD's public-code pitfalls is to reuse one for both)."""
 
-    def __init__(self, train: ItemSets, batch_size: int = 1000) -> None:
+    def __init__(self, train: ItemSets, batch_size: int = BATCH_SIZE) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if train.nnz == 0:

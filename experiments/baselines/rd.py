@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_owner.config import BATCH_SIZE
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import TeacherRun
 from experiments.baselines.common import KDBatch, PairKDSampler, fit_and_report, frozen_copy, top_unobserved
@@ -143,13 +144,13 @@ def train_rd(
     *,
     kd_weight: float,
     options: RDOptions,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
     device: torch.device | str = "cpu",
 ) -> TeacherRun:
     """A student of the teacher's family trained with L_CF + kd_weight * L_RD; see the module docstring."""
     teacher_top = top_unobserved(frozen_copy(teacher, device).score_all, split.train, options.k, device)
-    torch.manual_seed(train_config.seed)
-    student = build_model(teacher.family, split.n_users, split.n_items, **student_config).to(device)
+    init = torch.Generator().manual_seed(train_config.seed)
+    student = build_model(teacher.family, split.n_users, split.n_items, generator=init, **student_config).to(device)
     w_pos = position_weights(options.k, options.lambda_rd).to(device)
     sampler = RDSampler(split.train, teacher_top, options, batch_size)
 

@@ -6,11 +6,25 @@ about datasets, id maps, training or persistence (those live in `shared.training
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def seeded_module(build: Callable[[], M], generator: torch.Generator) -> M:
+    """`build()` with every parameter drawn from `generator` alone: the module is built on the meta device (no
+    draw from torch's default generator, so the caller's random state is untouched), given CPU storage, and
+    initialised by its `reset_parameters(generator)`, which must set every parameter."""
+    with torch.device("meta"):
+        module = build()
+    module = module.to_empty(device="cpu")
+    module.reset_parameters(generator)  # type: ignore[operator]
+    return module
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,10 @@ class Recommender(nn.Module):
             raise ValueError(f"n_users and n_items must be positive, got {n_users} and {n_items}")
         self.n_users = n_users
         self.n_items = n_items
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """(Re-)initialise every parameter, drawing from `generator` (None: torch's default generator)."""
+        raise NotImplementedError
 
     def loss(self, batch: PairBatch) -> torch.Tensor:
         """Scalar collaborative-filtering loss L_CF on a batch of triples."""

@@ -28,8 +28,11 @@ class BPR(Recommender):
         self.sparse = sparse  # sparse embedding gradients: only the rows in a batch are touched (lazy Adam)
         self.user_emb = nn.Embedding(n_users, dim, sparse=sparse)
         self.item_emb = nn.Embedding(n_items, dim, sparse=sparse)
-        nn.init.normal_(self.user_emb.weight, std=init_std)
-        nn.init.normal_(self.item_emb.weight, std=init_std)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        nn.init.normal_(self.user_emb.weight, std=self.init_std, generator=generator)
+        nn.init.normal_(self.item_emb.weight, std=self.init_std, generator=generator)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         p = self.user_emb(users)  # [B, d]

@@ -56,9 +56,9 @@ def _pointwise_loss(model: Recommender, batch: PairBatch, embeddings: list[nn.Em
     return 0.5 * bce + reg * l2 / len(batch)
 
 
-def _init_embeddings(embeddings: list[nn.Embedding], std: float) -> None:
+def _init_embeddings(embeddings: list[nn.Embedding], std: float, generator: torch.Generator | None) -> None:
     for emb in embeddings:
-        nn.init.normal_(emb.weight, std=std)
+        nn.init.normal_(emb.weight, std=std, generator=generator)
 
 
 def _mlp_layers(dim: int, hidden: tuple[int, ...]) -> nn.ModuleList:
@@ -66,9 +66,9 @@ def _mlp_layers(dim: int, hidden: tuple[int, ...]) -> nn.ModuleList:
     return nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
 
 
-def _init_linear(layers: list[nn.Linear]) -> None:
+def _init_linear(layers: list[nn.Linear], generator: torch.Generator | None) -> None:
     for layer in layers:
-        nn.init.xavier_uniform_(layer.weight)
+        nn.init.xavier_uniform_(layer.weight, generator=generator)
         nn.init.zeros_(layer.bias)
 
 
@@ -103,8 +103,11 @@ class NeuMF(Recommender):
         self.item_mlp = nn.Embedding(n_items, dim_mlp, sparse=sparse)
         self.layers = _mlp_layers(dim_mlp, hidden)
         self.out = nn.Linear(dim_gmf + hidden[-1], 1)
-        _init_embeddings([self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp], init_std)
-        _init_linear([*self.layers, self.out])
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        _init_embeddings([self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp], self.init_std, generator)
+        _init_linear([*self.layers, self.out], generator)
 
     @classmethod
     def from_pretrained(cls, gmf: GMF, mlp: MLP, alpha: float = 0.5, reg: float | None = None) -> NeuMF:
@@ -204,8 +207,11 @@ class GMF(Recommender):
         self.user_emb = nn.Embedding(n_users, dim, sparse=sparse)
         self.item_emb = nn.Embedding(n_items, dim, sparse=sparse)
         self.out = nn.Linear(dim, 1)
-        _init_embeddings([self.user_emb, self.item_emb], init_std)
-        _init_linear([self.out])
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        _init_embeddings([self.user_emb, self.item_emb], self.init_std, generator)
+        _init_linear([self.out], generator)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if items.dim() == 2:
@@ -251,8 +257,11 @@ class MLP(Recommender):
         self.item_emb = nn.Embedding(n_items, dim, sparse=sparse)
         self.layers = _mlp_layers(dim, hidden)
         self.out = nn.Linear(hidden[-1], 1)
-        _init_embeddings([self.user_emb, self.item_emb], init_std)
-        _init_linear([*self.layers, self.out])
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        _init_embeddings([self.user_emb, self.item_emb], self.init_std, generator)
+        _init_linear([*self.layers, self.out], generator)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if items.dim() == 2:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
-from shared.models.base import Recommender
+from shared.models.base import Recommender, seeded_module
 from shared.models.bpr import BPR
 from shared.models.neumf import GMF, MLP, NeuMF
 
@@ -23,8 +24,14 @@ def model_class(family: str) -> type[Recommender]:
         raise ValueError(f"unknown model family {family!r}; known: {sorted(MODEL_FAMILIES)}") from None
 
 
-def build_model(family: str, n_users: int, n_items: int, **config: Any) -> Recommender:
-    return model_class(family)(n_users, n_items, **config)
+def build_model(family: str, n_users: int, n_items: int, generator: torch.Generator | None = None,
+                **config: Any) -> Recommender:
+    """A `family` model with the architecture `config`, its parameters drawn from `generator` (None: torch's
+    default generator; pass a seeded one for a reproducible initialisation)."""
+    cls = model_class(family)
+    if generator is None:
+        return cls(n_users, n_items, **config)
+    return seeded_module(lambda: cls(n_users, n_items, **config), generator)
 
 
 @dataclass(frozen=True)

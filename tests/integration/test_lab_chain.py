@@ -7,20 +7,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from data_owner.config import TeacherSettings
 from data_owner.gan import CGANConfig
-from experiments.lab import ChainConfig, load_split, render, run_chain, teacher_epoch_pairs, training_split
+from experiments.lab import LabConfig, load_split, render, run_chain, teacher_epoch_pairs, training_split
 from tests.conftest import write_users_dat
 
 
 def test_chain_runs_end_to_end(tmp_path):
     data = tmp_path / "users.dat"
     write_users_dat(data)
-    config = ChainConfig(
+    config = LabConfig(
         dataset=str(data), family="bpr", fraction=0.5, list_length=8, teacher_epochs=20, gd_epochs=10,
         student_epochs=20, patience=0, eval_every=5, batch_size=128,
         cgan=CGANConfig(hidden_g=(32,), hidden_d=(16,), noise_dim=4, epochs=10, eval_every=5, batch_size=16,
                         g_steps=1, d_steps=1),
-        teacher={"model": {"dim": 16, "reg": 1e-3}, "lr": 0.02}, device="cpu", progress=False,
+        teacher=TeacherSettings("bpr", {"dim": 16, "reg": 1e-3}, 0.02), device="cpu", progress=False,
     )
     rows, info = run_chain(config)
     names = [row.name for row in rows]
@@ -41,10 +42,10 @@ def test_teacher_list_source_lists_the_kd_teachers_own_top_items_and_trains_no_c
     data = tmp_path / "users.dat"
     write_users_dat(data)
     monkeypatch.setattr(lab, "train_generator", lambda *a, **k: pytest.fail("the reference trains no CGAN"))
-    config = ChainConfig(
+    config = LabConfig(
         dataset=str(data), list_length=5, include_observed=False, teacher_epochs=10, gd_epochs=2,
         student_epochs=5, patience=0, eval_every=5, batch_size=128, list_source="teacher",
-        teacher={"model": {"dim": 16, "reg": 1e-3}, "lr": 0.02}, device="cpu", progress=False,
+        teacher=TeacherSettings("bpr", {"dim": 16, "reg": 1e-3}, 0.02), device="cpu", progress=False,
     )
     rows, info = run_chain(config)
     kd, source = rows[0], rows[1]
@@ -57,16 +58,19 @@ def test_rr_epsilon_randomizes_only_the_owner_training_matrix(tmp_path):
     data = tmp_path / "users.dat"
     write_users_dat(data)
     split = load_split(str(data))
-    assert training_split(split, ChainConfig(dataset=str(data))) is split  # off by default
-    noisy = training_split(split, ChainConfig(dataset=str(data), rr_epsilon=0.5, seed=3)).train
+    assert training_split(split, LabConfig(dataset=str(data))) is split  # off by default
+    noisy = training_split(split, LabConfig(dataset=str(data), rr_epsilon=0.5, seed=3)).train
     assert noisy.n_users == split.n_users and noisy.n_items == split.n_items
     assert not np.array_equal(noisy.keys(), split.train.keys())
     users = split.eval_users  # the held-out items never enter the randomized matrix
     assert not noisy.contains(users, split.valid_item[users]).any()
     assert not noisy.contains(users, split.test_item[users]).any()
-    # p = 1 / (1 + e^0.5) = 0.38 of the zeros flip on: the matrix gets far denser
-    assert noisy.nnz > 1.5 * split.train.nnz
-    again = training_split(split, ChainConfig(dataset=str(data), rr_epsilon=0.5, seed=3)).train
+    # p = 1 / (1 + e^0.5) = 0.38: the ones stay with 1 - p, the zeros (the held-out positions aside) flip on with p
+    p = 1 / (1 + np.exp(0.5))
+    zeros = split.n_users * split.n_items - split.train.nnz - 2 * users.size
+    expected = (1 - p) * split.train.nnz + p * zeros
+    assert abs(noisy.nnz - expected) < 0.1 * expected and noisy.nnz > 1.3 * split.train.nnz
+    again = training_split(split, LabConfig(dataset=str(data), rr_epsilon=0.5, seed=3)).train
     assert np.array_equal(again.keys(), noisy.keys())
 
 
@@ -74,19 +78,10 @@ def test_true_size_epochs_cap_the_teachers_only_under_randomized_response(tmp_pa
     data = tmp_path / "users.dat"
     write_users_dat(data)
     split = load_split(str(data))
-    base = ChainConfig(dataset=str(data), rr_true_size_epochs=True)
+    base = LabConfig(dataset=str(data), rr_true_size_epochs=True)
     assert teacher_epoch_pairs(base, split) is None  # no randomized response: every pair
-    assert teacher_epoch_pairs(ChainConfig(dataset=str(data), rr_epsilon=1.0), split) is None  # not asked
+    assert teacher_epoch_pairs(LabConfig(dataset=str(data), rr_epsilon=1.0), split) is None  # not asked
     assert teacher_epoch_pairs(replace(base, rr_epsilon=1.0), split) == split.train.nnz
-
-
-def test_rr_epsilon_without_the_privacy_module_says_so(tmp_path, monkeypatch):
-    data = tmp_path / "users.dat"
-    write_users_dat(data)
-    split = load_split(str(data))
-    monkeypatch.setitem(sys.modules, "data_owner.privacy.controls", None)  # import fails
-    with pytest.raises(RuntimeError, match="needs data_owner.privacy.controls.randomized_response"):
-        training_split(split, ChainConfig(dataset=str(data), rr_epsilon=1.0))
 
 
 @pytest.mark.parametrize("main_module", ["experiments.cli", "experiments.privacy_report", "experiments.cgan_search"])

@@ -154,13 +154,12 @@ def test_an_interrupted_stage_resumes_and_redoes_what_reads_it(trained, monkeypa
 
 
 def test_a_teacher_killed_mid_training_continues_from_its_last_saved_epoch(trained, tmp_path, monkeypatch, caplog):
-    from data_owner import pipeline
+    from data_owner import stages
     from shared import training
 
     reference = read_stage(trained[0], "kd_teacher")["summary"]  # the same settings, never interrupted
-    every_epoch = pipeline._Chain.train_config
-    monkeypatch.setattr(pipeline._Chain, "train_config",
-                        lambda self, *a: replace(every_epoch(self, *a), checkpoint_every_s=0))
+    every_epoch = stages.train_config
+    monkeypatch.setattr(stages, "train_config", lambda *a: replace(every_epoch(*a), checkpoint_every_s=0))
     save, saves = training._Checkpoint.save, []
 
     def dying_save(self, state):

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from data_owner.config import TeacherSettings
 from experiments import lab
-from experiments.lab import ChainConfig
+from experiments.lab import LabConfig
 from experiments.privacy_report import (
     NO_MEMBER,
     NOT_RUN,
@@ -199,12 +200,12 @@ def test_settings_parse_and_refuse_mistakes():
 
 
 def test_row_keys_follow_the_chain_settings():
-    base = ChainConfig(dataset="ml-100k", teacher={"model": {"dim": 8}, "lr": 0.01})
+    base = LabConfig(dataset="ml-100k", teacher=TeacherSettings("bpr", {"dim": 8}, 0.01))
     setting = PrivacySetting(rr_epsilon=2.0)
     assert row_key(base, setting, 0) == row_key(base, setting, 0)
     others = {row_key(base, setting, 1), row_key(base, PrivacySetting(), 0),
-              row_key(ChainConfig(**{**base.__dict__, "student_epochs": 3}), setting, 0),
-              row_key(ChainConfig(**{**base.__dict__, "gd_epochs": 3}), setting, 0)}
+              row_key(LabConfig(**{**base.__dict__, "student_epochs": 3}), setting, 0),
+              row_key(LabConfig(**{**base.__dict__, "gd_epochs": 3}), setting, 0)}
     assert row_key(base, setting, 0) not in others and len(others) == 4
     # true-size teacher epochs change what randomized-response rows depend on, and nothing else
     sized = replace(base, rr_true_size_epochs=True)
@@ -216,7 +217,7 @@ def test_row_keys_follow_the_chain_settings():
 def test_the_newest_sampler_revision_of_a_row_is_rendered():
     from experiments.privacy_report import GD_SAMPLER_REVISION, row_sampler_revision, summarise
 
-    base = ChainConfig(dataset="ml-100k", teacher={"model": {"dim": 8}, "lr": 0.01})
+    base = LabConfig(dataset="ml-100k", teacher=TeacherSettings("bpr", {"dim": 8}, 0.01))
     default, rr = PrivacySetting(), PrivacySetting(rr_epsilon=2.0)
     old = {"key": row_key(base, default, 0, sampler_revision=1), "seed": 0, "settings": {}}
     new = {"key": row_key(base, default, 0), "seed": 0, "settings": {"student_sampler": GD_SAMPLER_REVISION}}

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import shared.training as training
+from data_owner import stages
+from data_owner.config import TeacherSettings
 from data_owner.gan import CGANConfig
 from experiments import lab
 from experiments.cli import full_app
-from experiments.lab import ChainConfig
+from experiments.lab import LabConfig
 from experiments.reports import fmt, render_reports, select
 from experiments.results import ResultsFile, read_rows
 from experiments.runner import (
@@ -39,12 +43,12 @@ def data(tmp_path):
 
 
 def tiny_spec(data, work_dir, **overrides) -> GridSpec:
-    base = ChainConfig(
+    base = LabConfig(
         dataset=str(data), list_length=6, teacher_epochs=2, gd_epochs=1, student_epochs=2, patience=0,
         eval_every=1, batch_size=128,
         cgan=CGANConfig(hidden_g=(16,), hidden_d=(8,), noise_dim=4, epochs=2, eval_every=1, batch_size=16,
                         g_steps=1, d_steps=1),
-        teacher={"model": {"dim": 16, "reg": 1e-3}, "lr": 0.02}, device="cpu", progress=False,
+        teacher=TeacherSettings("bpr", {"dim": 16, "reg": 1e-3}, 0.02), device="cpu", progress=False,
     )
     settings = dict(base=base, work_dir=work_dir, families=("bpr",), methods=METHODS, seeds=(0, 1), fractions=(0.5,),
                     kd_weights=(1.0, 0.1), temperatures=(2.0,), lambdas=(0.0, 0.7), inference_users=16,
@@ -181,8 +185,8 @@ def test_a_cell_killed_mid_training_continues_from_its_last_saved_epoch(data, tm
     spec = replace(spec, base=replace(spec.base, teacher_epochs=4))
     plain = {r["method"]: r for r in read_rows(run_grid(replace(spec, work_dir=tmp_path / "plain")).results)}
 
-    every_epoch = lab._train_config
-    monkeypatch.setattr(lab, "_train_config", lambda *a: replace(every_epoch(*a), checkpoint_every_s=0))
+    every_epoch = stages.train_config  # what the owner's stages and the harness's students train with
+    monkeypatch.setattr(stages, "train_config", lambda *a: replace(every_epoch(*a), checkpoint_every_s=0))
     save, saves = training._Checkpoint.save, []
 
     def dying_save(self, state):  # the teacher saves epochs 1-3 and its end; the student dies after its epoch 2
@@ -234,6 +238,14 @@ def test_cli_run_and_report(data, tmp_path):
     assert (tmp_path / "again" / "fig3.png").is_file()
     bad = cli.invoke(full_app(), ["run", "--dataset", str(data), "--work-dir", str(work), "--methods", "kd"])
     assert bad.exit_code != 0 and "unknown methods ['kd']" in bad.output
+    bad = cli.invoke(full_app(), ["run", "--dataset", str(data), "--work-dir", str(work), "--models", "bpr,neumf",
+                                  "--teacher-json", '{"model": {"dim": 8}}'])
+    assert bad.exit_code == 2 and "give exactly one in --models" in " ".join(
+        re.sub("[│╭╮╰╯─]", " ", bad.output).split())
+    bad = cli.invoke(full_app(), ["run", "--dataset", str(data), "--work-dir", str(work), "--teacher-json",
+                                  '{"model": {"dim": 8}, "momentum": 0.9}'])
+    assert bad.exit_code == 2 and "takes the keys 'model', 'lr' and 'pretrain'" in " ".join(
+        re.sub("[│╭╮╰╯─]", " ", bad.output).split())
 
 
 def test_a_partial_last_line_is_cut_before_appending(tmp_path):
@@ -263,6 +275,29 @@ def test_changed_settings_give_new_cells_but_reuse_unaffected_stages(data, tmp_p
     assert len(read_rows(spec.results_path)) == 3
 
 
+def test_stage_cache_keys_are_the_owners_stage_keys(data, tmp_path):
+    from data_owner.pipeline import split_fingerprint, stage_keys
+    from data_owner.settings import secret_fingerprint
+    from experiments.runner import StageCache
+
+    spec = tiny_spec(data, tmp_path / "work")
+    split = lab.load_split(str(data))
+    cache = StageCache(spec, split, torch.device("cpu"))
+    owner = stage_keys(spec.base, split_fingerprint(split), secret_fingerprint(lab.lab_secret(spec.base.seed)))
+    keys = cache.keys(spec.base)
+    assert keys == {name: key[:16] for name, key in owner.items()}
+
+    def changed(**fields) -> set[str]:
+        other = cache.keys(replace(spec.base, **fields))
+        return {name for name in ("kd_teacher", "cgan", "lists", "gd_teacher") if other[name] != keys[name]}
+
+    assert changed(temperature=5.0, lam=0.1, fraction=0.3, student_epochs=9) == set()  # students only
+    assert changed(list_length=4) == {"lists", "gd_teacher"}
+    assert changed(teacher_epochs=3) == {"kd_teacher", "gd_teacher"}
+    assert changed(rr_epsilon=2.0) == {"kd_teacher", "cgan", "lists", "gd_teacher"}
+    assert changed(list_source="teacher") == {"lists", "gd_teacher"}
+
+
 def test_rows_whose_settings_hold_a_pretraining_are_written(tmp_path):
     """Regression: the citeulike-t NeuMF teacher preset carries a Pretraining dataclass; its row could not be
     written ("cannot write Pretraining to the results file") after the teacher had trained."""
@@ -279,7 +314,8 @@ def test_rows_whose_settings_hold_a_pretraining_are_written(tmp_path):
 
 def test_settings_that_cannot_be_written_stop_the_grid_before_anything_trains(data, tmp_path, monkeypatch):
     spec = tiny_spec(data, tmp_path / "work", methods=("teacher",), seeds=(0,))
-    spec = replace(spec, base=replace(spec.base, teacher={**spec.base.teacher, "note": object()}))
+    teacher = spec.base.teacher
+    spec = replace(spec, base=replace(spec.base, teacher=replace(teacher, model={**teacher.model, "note": object()})))
     monkeypatch.setattr(lab, "train_kd_teacher", lambda *a, **k: pytest.fail("trained before the check"))
     with pytest.raises(TypeError, match="cannot write object to the results file"):
         run_grid(spec)

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from data_owner.config import ChainConfig, TeacherSettings, teacher_preset
 from data_owner.gan import CGANConfig
-from data_owner.pipeline import STAGES, OwnerTrainConfig, TeacherSettings, stage_keys, teacher_preset
+from data_owner.pipeline import STAGES, stage_keys
 
 
 def test_presets_per_dataset_and_family():
@@ -31,17 +32,17 @@ def test_presets_per_dataset_and_family():
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
-        OwnerTrainConfig(dataset="ml-100k", **changes)
+        ChainConfig(dataset="ml-100k", **changes)
 
 
-def changed(config: OwnerTrainConfig, **fields) -> set[str]:
+def changed(config: ChainConfig, **fields) -> set[str]:
     before = stage_keys(config, "data", "secret")
     after = stage_keys(replace(config, **fields), "data", "secret")
     return {name for name in STAGES if before[name] != after[name]}
 
 
 def test_stage_keys_follow_what_each_stage_depends_on():
-    config = OwnerTrainConfig(dataset="ml-100k")
+    config = ChainConfig(dataset="ml-100k")
     assert changed(config, temperature=5.0) == {"export"}
     assert changed(config, consumer_id="other") == {"export"}
     assert changed(config, list_length=20) == {"lists", "gd_teacher", "export"}
@@ -57,8 +58,8 @@ def test_stage_keys_follow_what_each_stage_depends_on():
 
 
 def test_cgan_presets_apply_to_their_dataset_only():
+    from data_owner.config import cgan_preset
     from data_owner.gan import CGANConfig
-    from data_owner.pipeline import cgan_preset
 
     tuned = cgan_preset("citeulike-t")
     assert (tuned.mask_sampling, tuned.alpha, tuned.batch_size, tuned.g_steps, tuned.d_steps) == (

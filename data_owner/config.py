@@ -1,0 +1,228 @@
+"""The owner's chain settings in one place: every default, the teacher and CGAN presets, and `ChainConfig`, the typed,
+frozen configuration of the GD-REC chain (KD teacher -> CGAN -> lists -> GD teacher -> export).
+
+`gdrec-owner train` (`data_owner.pipeline`) and the research harness (`experiments`) both read their settings from
+here, so a number measured by the harness comes from the settings the product ships with. The CGAN's own sizes and
+schedule live beside the CGAN (`data_owner.gan.CGANConfig`); the per-dataset CGAN presets live here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Annotated, Any
+
+import typer
+
+from data_owner.gan import CGANConfig
+from data_owner.keys import CONSUMER_PATTERN
+from data_owner.privacy.controls import flip_probability
+
+# -- defaults of the chain (GD-REC section 4 and the choices measured in the README)
+FAMILIES = ("bpr", "neumf")
+LIST_LENGTH = 50  # L: items per generated list
+TEMPERATURE = 2.0  # t of the soft targets sigmoid(z / t)
+TEACHER_EPOCHS = 300  # the KD teacher (and the raw-data students of the research grid)
+GD_EPOCHS = 100  # the GD teacher's continuation on raw + generated pairs
+PATIENCE = 6  # evaluations without validation gain before a teacher stops
+EVAL_EVERY = 5
+BATCH_SIZE = 1000
+CGAN_EPOCHS = CGANConfig().epochs
+CONSUMER_ID = "consumer"
+
+@dataclass(frozen=True)
+class Pretraining:
+    """NCF pre-training of a NeuMF teacher (He et al., WWW 2017, section 3.4.1): its GMF and MLP branches are
+    trained alone first (each selected on validation), NeuMF starts from their weights with the output layer
+    [alpha * w_GMF ; (1 - alpha) * w_MLP], then trains on. The regularisation of each branch and the learning rate
+    of the joint phase may differ from the teacher's (None: the teacher's own)."""
+
+    alpha: float = 0.5
+    gmf_reg: float | None = None
+    mlp_reg: float | None = None
+    finetune_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"pre-training alpha must lie in [0, 1], got {self.alpha}")
+        for name in ("gmf_reg", "mlp_reg"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"pre-training {name} must be non-negative, got {value}")
+        if self.finetune_lr is not None and not self.finetune_lr > 0:
+            raise ValueError(f"pre-training finetune_lr must be positive, got {self.finetune_lr}")
+
+
+RrTrueSizeEpochs = Annotated[bool, typer.Option(
+    help="under --rr-epsilon, each epoch of the owner's teachers samples as many pairs as the true training matrix "
+         "holds (not every randomized pair: at small epsilon the randomized matrix is hundreds of times larger)")]
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """The teacher's architecture (keyword arguments of the model class), learning rate, and for NeuMF optionally
+    the NCF pre-training of its branches (`data_owner.teacher.Pretraining`; None = off)."""
+
+    family: str
+    model: dict[str, Any]
+    lr: float
+    pretrain: Pretraining | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"teacher family must be 'bpr' or 'neumf', got {self.family!r}")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"teacher model settings must be an object of architecture fields, got {self.model!r}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ValueError(f"teacher lr must be positive, got {self.lr}")
+        if self.pretrain is not None and self.family != "neumf":
+            raise ValueError(f"pre-training is defined for NeuMF only, not {self.family!r}")
+
+    def key_payload(self) -> dict[str, Any]:
+        """What an owner stage key records of the teacher (`pretrain` only when on, so older keys stay valid)."""
+        payload = asdict(self)
+        if self.pretrain is None:
+            del payload["pretrain"]
+        return payload
+
+    def research_payload(self) -> dict[str, Any]:
+        """What the research harness's result keys record of the teacher: {"model", "lr", "pretrain"} (the
+        Pretraining object itself, as those keys have always hashed it)."""
+        return {"model": dict(self.model), "lr": self.lr, "pretrain": self.pretrain}
+
+
+# Chosen on the validation item (README "Measured so far"); datasets given by path use the family's default.
+TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
+    ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3),
+    ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
+    ("foursquare", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
+    ("ml-100k", "neumf"): TeacherSettings("neumf", {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-4},
+                                          2e-3),
+    # a narrow MLP tower: on 25k-item catalogs full-ranking NeuMF costs one tower pass per (user, item) pair;
+    # NCF pre-training lifted test HR@50 from 0.097 to 0.118 (README "Measured so far")
+    ("citeulike-t", "neumf"): TeacherSettings(
+        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-3}, 2e-3,
+        Pretraining(mlp_reg=1e-4, finetune_lr=5e-4)),
+    ("foursquare", "neumf"): TeacherSettings(
+        "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-4}, 2e-3),
+}
+DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
+    "bpr": TEACHER_PRESETS[("ml-100k", "bpr")],
+    "neumf": TEACHER_PRESETS[("ml-100k", "neumf")],
+}
+
+
+# CGAN settings chosen on the validation item (README "Tuning the CGAN on citeulike-t"); foursquare, the other wide
+# sparse catalog, takes the same settings untuned (CFGAN's schedule took about 130 s per epoch on citeulike-t's 5k
+# users on a CPU, and foursquare has 25k); other datasets use the CGANConfig defaults (CFGAN's ML100K settings). The
+# CLIs lay --cgan-epochs and --cgan-json over these.
+_SPARSE_CATALOG_CGAN: dict[str, Any] = {"mask_sampling": "per_batch", "alpha": 0.3, "batch_size": 256, "g_steps": 1,
+                                        "d_steps": 1, "lr_g": 5e-4, "lr_d": 5e-4, "eval_every": 2, "patience": 5}
+CGAN_PRESETS: dict[str, dict[str, Any]] = {"citeulike-t": _SPARSE_CATALOG_CGAN, "foursquare": _SPARSE_CATALOG_CGAN}
+
+
+def cgan_preset(dataset: str, epochs: int | None = None) -> CGANConfig:
+    """The CGAN preset of a named dataset (else the defaults), with `epochs` when given."""
+    config = CGANConfig(**CGAN_PRESETS.get(dataset, {}))
+    return config if epochs is None else replace(config, epochs=epochs)
+
+
+def teacher_preset(dataset: str, family: str) -> TeacherSettings:
+    """The preset of a named dataset, else the family's default (for a dataset given by path)."""
+    if family not in DEFAULT_TEACHERS:
+        raise ValueError(f"teacher family must be one of {sorted(DEFAULT_TEACHERS)}, got {family!r}")
+    return TEACHER_PRESETS.get((dataset, family), DEFAULT_TEACHERS[family])
+
+
+def teacher_from_fields(dataset: str, family: str, fields: dict[str, Any], option: str = "--teacher-json"
+                        ) -> TeacherSettings:
+    """Teacher settings from a JSON object's fields {"model": {...}, "lr": ..., "pretrain": {...} or null} laid
+    over the preset of (dataset, family); ValueError naming `option` and what is wrong."""
+    unknown = sorted(set(fields) - {"model", "lr", "pretrain"})
+    if unknown:
+        raise ValueError(f"{option} takes the keys 'model', 'lr' and 'pretrain', not {unknown}")
+    preset = teacher_preset(dataset, family)
+    pretrain = preset.pretrain
+    if "pretrain" in fields:  # null turns it off; an object sets data_owner.teacher.Pretraining
+        given = fields["pretrain"]
+        if given is not None and not isinstance(given, dict):
+            raise ValueError(f"{option}: 'pretrain' must be an object or null, got {given!r}")
+        try:
+            pretrain = None if given is None else Pretraining(**given)
+        except TypeError as exc:
+            raise ValueError(f"{option}: 'pretrain': {exc}") from None
+    model = fields.get("model", preset.model)
+    if not isinstance(model, dict):
+        raise ValueError(f"{option}: 'model' must be an object of architecture fields, got {model!r}")
+    try:
+        lr = float(fields.get("lr", preset.lr))
+    except (TypeError, ValueError):
+        raise ValueError(f"{option}: 'lr' must be a number, got {fields.get('lr')!r}") from None
+    return TeacherSettings(family, dict(model), lr, pretrain)
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Everything the owner's chain needs besides the data, the secret and where outputs go."""
+
+    dataset: str
+    family: str = "bpr"
+    teacher: TeacherSettings | None = None  # None: teacher_preset(dataset, family)
+    consumer_id: str = CONSUMER_ID  # the tokens are pseudonyms for this consumer only
+    seed: int = 0
+    list_length: int = LIST_LENGTH
+    include_observed: bool = True  # may a user's own training items appear in their list
+    rr_epsilon: float | None = None  # randomized response on the models' input (per interaction); None = off
+    # under randomized response, each teacher epoch samples as many pairs as the true training matrix holds
+    rr_true_size_epochs: bool = False
+    temperature: float = TEMPERATURE
+    teacher_epochs: int = TEACHER_EPOCHS
+    gd_epochs: int = GD_EPOCHS
+    patience: int = PATIENCE
+    eval_every: int = EVAL_EVERY
+    batch_size: int = BATCH_SIZE
+    cgan: CGANConfig = field(default_factory=CGANConfig)
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.teacher is not None and self.teacher.family != self.family:
+            raise ValueError(f"teacher settings are for {self.teacher.family!r}, the family is {self.family!r}")
+        teacher_preset(self.dataset, self.family)  # validates the family
+        if self.list_length < 1 or not self.temperature > 0:
+            raise ValueError("list_length must be at least 1 and temperature positive")
+        if min(self.teacher_epochs, self.gd_epochs, self.eval_every, self.batch_size) < 1 or self.patience < 0:
+            raise ValueError("epochs, eval_every and batch_size must be at least 1, patience non-negative")
+        if not CONSUMER_PATTERN.match(self.consumer_id):
+            raise ValueError(f"consumer id {self.consumer_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if self.rr_epsilon is not None:
+            flip_probability(self.rr_epsilon)  # a positive finite epsilon, else ValueError
+
+    @property
+    def teacher_settings(self) -> TeacherSettings:
+        return self.teacher or teacher_preset(self.dataset, self.family)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "teacher": asdict(self.teacher_settings)}
+
+
+__all__ = [
+    "BATCH_SIZE",
+    "CGAN_EPOCHS",
+    "CGAN_PRESETS",
+    "CONSUMER_ID",
+    "DEFAULT_TEACHERS",
+    "EVAL_EVERY",
+    "FAMILIES",
+    "GD_EPOCHS",
+    "LIST_LENGTH",
+    "PATIENCE",
+    "TEACHER_EPOCHS",
+    "TEACHER_PRESETS",
+    "TEMPERATURE",
+    "ChainConfig",
+    "Pretraining",
+    "RrTrueSizeEpochs",
+    "TeacherSettings",
+    "cgan_preset",
+    "teacher_from_fields",
+    "teacher_preset",
+]
