@@ -16,7 +16,7 @@ from data_owner.gan import CGANConfig
 from data_owner.keys import CONSUMER_PATTERN
 from data_owner.privacy.controls import flip_probability
 
-# -- defaults of the chain (GD-REC section 4 and the choices measured in the README)
+# -- defaults of the chain (GD-REC section 4 and the choices measured in docs/experiments.md)
 FAMILIES = ("bpr", "neumf")
 LIST_LENGTH = 50  # L: items per generated list
 TEMPERATURE = 2.0  # t of the soft targets sigmoid(z / t)
@@ -89,7 +89,7 @@ class TeacherSettings:
         return {"model": dict(self.model), "lr": self.lr, "pretrain": self.pretrain}
 
 
-# Chosen on the validation item (README "Measured so far"); datasets given by path use the family's default.
+# Chosen on the validation item (docs/experiments.md "Teachers and their presets"); datasets given by path use the family's default.
 TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
     ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3),
     ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
@@ -97,7 +97,7 @@ TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
     ("ml-100k", "neumf"): TeacherSettings("neumf", {"dim_gmf": 64, "dim_mlp": 64, "hidden": [64, 32], "reg": 1e-4},
                                           2e-3),
     # a narrow MLP tower: on 25k-item catalogs full-ranking NeuMF costs one tower pass per (user, item) pair;
-    # NCF pre-training lifted test HR@50 from 0.097 to 0.118 (README "Measured so far")
+    # NCF pre-training lifted test HR@50 from 0.097 to 0.118 (docs/experiments.md "Teachers and their presets")
     ("citeulike-t", "neumf"): TeacherSettings(
         "neumf", {"dim_gmf": 100, "dim_mlp": 100, "hidden": [32, 16], "reg": 1e-3}, 2e-3,
         Pretraining(mlp_reg=1e-4, finetune_lr=5e-4)),
@@ -110,7 +110,7 @@ DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
 }
 
 
-# CGAN settings chosen on the validation item (README "Tuning the CGAN on citeulike-t"); foursquare, the other wide
+# CGAN settings chosen on the validation item (docs/experiments.md "Tuning the CGAN on citeulike-t"); foursquare, the other wide
 # sparse catalog, takes the same settings untuned (CFGAN's schedule took about 130 s per epoch on citeulike-t's 5k
 # users on a CPU, and foursquare has 25k); other datasets use the CGANConfig defaults (CFGAN's ML100K settings). The
 # CLIs lay --cgan-epochs and --cgan-json over these.
