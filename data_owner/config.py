@@ -89,7 +89,8 @@ class TeacherSettings:
         return {"model": dict(self.model), "lr": self.lr, "pretrain": self.pretrain}
 
 
-# Chosen on the validation item (docs/experiments.md "Teachers and their presets"); datasets given by path use the family's default.
+# Chosen on the validation item (docs/experiments.md "Teachers and their presets"); datasets given by path use the
+# family's default.
 TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
     ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3),
     ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
@@ -110,10 +111,10 @@ DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
 }
 
 
-# CGAN settings chosen on the validation item (docs/experiments.md "Tuning the CGAN on citeulike-t"); foursquare, the other wide
-# sparse catalog, takes the same settings untuned (CFGAN's schedule took about 130 s per epoch on citeulike-t's 5k
-# users on a CPU, and foursquare has 25k); other datasets use the CGANConfig defaults (CFGAN's ML100K settings). The
-# CLIs lay --cgan-epochs and --cgan-json over these.
+# CGAN settings chosen on the validation item (docs/experiments.md "Tuning the CGAN on citeulike-t"); foursquare, the
+# other wide sparse catalog, takes the same settings untuned (CFGAN's schedule took about 130 s per epoch on
+# citeulike-t's 5k users on a CPU, and foursquare has 25k); other datasets use the CGANConfig defaults (CFGAN's
+# ML100K settings). The CLIs lay --cgan-epochs and --cgan-json over these.
 _SPARSE_CATALOG_CGAN: dict[str, Any] = {"mask_sampling": "per_batch", "alpha": 0.3, "batch_size": 256, "g_steps": 1,
                                         "d_steps": 1, "lr_g": 5e-4, "lr_d": 5e-4, "eval_every": 2, "patience": 5}
 CGAN_PRESETS: dict[str, dict[str, Any]] = {"citeulike-t": _SPARSE_CATALOG_CGAN, "foursquare": _SPARSE_CATALOG_CGAN}
