@@ -335,6 +335,7 @@ def evaluate(
                    ] = None,
     artifacts: ArtifactsOption = None,
     data_dir: Annotated[Path | None, typer.Option(help="raw data folder (default: the one used by train)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar over the evaluated users")] = True,
 ) -> None:
     """Score the consumer's served model on the owner's held-out test items. Only user tokens and K cross; the
     test items and histories stay here (the history is removed from the answers locally)."""
@@ -371,10 +372,12 @@ def evaluate(
                              max_connections=concurrency)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request: shown with --verbose only
     with client:
         try:
             result = evaluate_remote(client, split, user_tokens(split, secret, built["consumer_id"]), config,
-                                     consumer=consumer)
+                                     consumer=consumer, progress=progress)
         except RemoteEvalError as exc:
             raise _fail(str(exc)) from None
     reference = {}

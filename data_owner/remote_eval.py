@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 from pydantic import ValidationError
+from tqdm import tqdm
 
 from data_owner.data import LeaveOneOutSplit
 from data_owner.export import user_token
@@ -111,9 +112,11 @@ def evaluate_remote(
     tokens: Sequence[str],
     config: RemoteEvalConfig = RemoteEvalConfig(),
     consumer: str = "",
+    progress: bool = False,
 ) -> RemoteEvalResult:
     """HR@K / NDCG@K of the consumer's answers on the split's test items (see the module docstring).
-    `client` has the consumer's base URL and key; `tokens[u]` is the token of the owner's user u."""
+    `client` has the consumer's base URL and key; `tokens[u]` is the token of the owner's user u. `progress` shows a
+    tqdm bar over the evaluated users (on stderr)."""
     if len(tokens) != split.n_users:
         raise ValueError(f"expected one token per user ({split.n_users}), got {len(tokens)}")
     users = split.eval_users
@@ -183,7 +186,8 @@ def evaluate_remote(
              users.size, k_requested, config.k, extra)
     try:
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="remote-eval") as pool:
-            for _ in pool.map(guarded, order):
+            for _ in tqdm(pool.map(guarded, order), total=users.size, desc="remote evaluation", unit="user",
+                          disable=not progress):
                 pass
     except httpx.TransportError as exc:
         raise RemoteEvalError(f"cannot reach the consumer at {consumer or client.base_url}: {exc}") from exc
