@@ -1,4 +1,4 @@
-"""`gdrec-demo`: the whole system on one machine, as a newcomer runs it (README "Main job").
+"""`gdrec-demo`: the whole system on one machine, as a newcomer runs it (README "The two commands").
 
 Two processes on loopback, each with its own directory under the work directory: the data owner (`owner/`, trained
 on ml-100k when it has no artifacts yet; a rerun skips the finished stages) and the model consumer (`consumer/`),
