@@ -6,6 +6,7 @@
     keys add|revoke|list   consumer API keys (hashed at rest)
     audit verify|head|reseal   check the audit log (chain, MACs, head), print its head, record a recovery
     audit leakage   what the export reveals of the raw training data (reconstruction, membership inference)
+    audit boundary  the data boundary of a running Docker Compose deployment (mounts, networks, users, secrets)
     train-teacher   one teacher alone (for choosing hyperparameters)
 
 Settings come from `GDREC_OWNER_*` environment variables or `.env` (see `data_owner.settings`); options override."""
@@ -673,6 +674,45 @@ def audit_leakage(
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, report.to_json())
     typer.echo(f"written: {out}")
+
+
+@audit_app.command("boundary")
+def audit_boundary(
+    project: Annotated[str | None, typer.Option(
+        help="compose project (default: the only one on the engine that runs an owner service)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for boundary.md and boundary.json")] = Path("boundary-audit"),
+    owner: Annotated[str, typer.Option(help="the owner's compose service")] = "owner",
+    consumer: Annotated[str, typer.Option(help="the consumer's compose service")] = "consumer",
+) -> None:
+    """Audit the data boundary of a running Docker Compose deployment through the Docker engine (run it on the
+    engine's host: it compares the secret files with what the images hold): the raw data is mounted into the owner
+    only, read-only; no volume is shared; the consumer meets the owner only on an internal network and cannot see
+    the raw-data path; both run as non-root; secrets are files, in no image. Exit 1 naming each violated rule."""
+    from data_owner.boundary import BoundaryAuditError, audit, inspect_live
+
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        raise _fail("the boundary audit needs the Docker SDK: pip install 'gdrec[audit]'") from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise _fail(f"cannot reach the Docker engine ({exc}): start it or set DOCKER_HOST") from None
+    try:
+        deployment = inspect_live(client, project, owner=owner, consumer=consumer)
+    except (BoundaryAuditError, DockerException) as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        client.close()
+    report = audit(deployment)
+    typer.echo(report.to_markdown())
+    markdown, data = report.write(out)
+    typer.echo(f"written: {markdown}, {data}")
+    if not report.passed:
+        typer.echo(f"error: the data boundary is violated: {', '.join(report.violated)}", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

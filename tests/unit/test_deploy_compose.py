@@ -4,7 +4,9 @@ network it shares with the owner is internal, both have health checks, settings 
 with committed examples, both run in production, every secret is a git-ignored file mounted with compose `secrets:`
 under the name the service reads (never an environment variable), the file parses for Compose v1.29 and v2, and the
 images run as a non-root user on a slim Python base. The entrypoints run here with stand-in commands: they read
-the owner's evaluation key from its file and never print a secret."""
+the owner's evaluation key from its file and never print a secret. The boundary rules that a compose file answers
+(data_owner.boundary) pass on docker-compose.yml and fail on deploy/compose.misconfigured.yml; the images install
+the hash-pinned lock into a virtual environment and hold only their own service's code."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from data_owner.boundary import STATIC_RULES, Deployment, audit, merge_compose
 from data_owner.settings import OwnerSettings
 from model_consumer.settings import ConsumerSettings
 from tests.conftest import REPO
@@ -250,7 +253,83 @@ def test_dockerfiles_are_slim_non_root_cpu_by_default(name):
     assert (REPO / "deploy" / entrypoint.rsplit("/", 1)[-1]).is_file()
 
 
-def test_the_consumer_image_holds_no_owner_code():
-    text = (REPO / "deploy" / "Dockerfile.consumer").read_text()
-    copied = re.findall(r"^COPY (?:--\S+ )*(\S+)", text, re.M)
-    assert not [c for c in copied if c.startswith(("data_owner", "experiments", "data", "artifacts"))]
+@pytest.mark.parametrize(("name", "foreign"), [("owner", ("model_consumer", "experiments", "demo")),
+                                              ("consumer", ("data_owner", "experiments", "demo"))])
+def test_each_image_holds_only_its_own_code(name, foreign):
+    text = (REPO / "deploy" / f"Dockerfile.{name}").read_text()
+    copied = [source for line in re.findall(r"^COPY (?:--\S+ )*(.+)$", text, re.M) for source in line.split()[:-1]]
+    assert {"shared", f"{'data_owner' if name == 'owner' else 'model_consumer'}"} <= set(copied)
+    assert not [c for c in copied if c.rstrip("/").split("/")[0] in {*foreign, "data", "artifacts", "tests", "."}
+                or c.startswith(("deploy/secrets", "wheelhouse/"))]
+
+
+@pytest.mark.parametrize("name", ["owner", "consumer"])
+def test_images_install_the_hash_pinned_lock_into_a_venv_in_a_build_stage(name):
+    text = (REPO / "deploy" / f"Dockerfile.{name}").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.M)
+    assert stages == [("${BASE}", "build"), ("${BASE}", "")], stages  # the wheels and sources stay in the build stage
+    assert re.search(r"^ARG LOCK=requirements\.lock$", text, re.M) and "COPY ${LOCK} wheelhouse* " in text
+    assert "pip install --require-hashes --only-binary=:all:" in text and "--no-index --find-links" in text
+    assert "python3 -m venv /opt/venv" in text and "COPY --from=build /opt/venv /opt/venv" in text
+    assert "--chmod" not in text  # the legacy builder (docker-compose 1.29 without BuildKit) refuses it
+    lock = (REPO / "requirements.lock").read_text()
+    pins = re.findall(r"^([\w.-]+)==(\S+) \\\n\s+--hash=sha256:[0-9a-f]{64}", lock, re.M)
+    assert {"torch", "fastapi", "setuptools"} <= {p for p, _ in pins}
+    assert dict(pins)["torch"].endswith("+cpu")
+
+
+def test_the_build_context_leaves_out_secrets_data_and_environments():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"deploy/secrets/", "data/", "artifacts/", ".venv*", "**/.env", ".git"} <= set(ignored)
+    assert git_ignored(REPO / "wheelhouse" / "torch.whl")
+
+
+# ------------------------------------------------------------------------------------------ boundary, statically
+
+
+def test_the_compose_file_passes_the_boundary_rules_a_compose_file_can_answer(compose):
+    report = audit(Deployment.from_compose(compose), STATIC_RULES)
+    assert report.passed, report.to_markdown()
+
+
+def test_the_misconfigured_override_breaks_the_boundary_rules_it_is_meant_to(compose):
+    override = yaml.safe_load((REPO / "deploy" / "compose.misconfigured.yml").read_text())
+    report = audit(Deployment.from_compose(merge_compose(compose, override)), STATIC_RULES)
+    assert report.violated == ["raw-data-owner-only", "no-shared-volume", "consumer-networks"]
+
+
+@pytest.mark.parametrize("change", ["raw-writable", "shared-volume", "export-not-internal", "root", "secret-env"])
+def test_a_changed_compose_file_fails_the_static_audit(compose, change):
+    broken = merge_compose(compose, {})
+    owner, consumer = broken["services"]["owner"], broken["services"]["consumer"]
+    if change == "raw-writable":
+        owner["volumes"][0]["read_only"] = False
+    elif change == "shared-volume":
+        consumer["volumes"].append("owner-artifacts:/owner-artifacts:ro")
+    elif change == "export-not-internal":
+        broken["networks"]["export"] = {}
+    elif change == "root":
+        consumer["user"] = "0"
+    else:
+        consumer["environment"]["GDREC_CONSUMER_ADMIN_KEY"] = "x" * 64
+    rule = {"raw-writable": "raw-data-owner-only", "shared-volume": "no-shared-volume",
+            "export-not-internal": "consumer-networks", "root": "non-root", "secret-env": "secrets-as-files"}[change]
+    assert audit(Deployment.from_compose(broken), STATIC_RULES).violated == [rule]
+
+
+def test_the_gpu_override_reserves_a_device_for_the_owner_only():
+    gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())
+    assert set(gpu["services"]) == {"owner"}
+    devices = gpu["services"]["owner"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices and devices[0]["capabilities"] == ["gpu"] and devices[0]["driver"] == "nvidia"
+
+
+def test_the_smoke_script_tears_down_and_checks_the_misconfigured_override():
+    text = (REPO / "deploy" / "compose_smoke.sh").read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+    assert "down -v" in text and "trap cleanup EXIT" in text
+    assert "-f deploy/compose.misconfigured.yml" in text and "audit boundary" in text
+    assert not re.search(r"^\s*set\s+-\w*x", text, re.M)
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^compose-smoke:\n\tdeploy/compose_smoke\.sh$", makefile, re.M)
+    assert re.search(r"^lock:", makefile, re.M) and re.search(r"^wheelhouse:", makefile, re.M)
