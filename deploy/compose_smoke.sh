@@ -137,7 +137,7 @@ if [ "$BASE" = "$DEBIAN_BASE" ] && ! docker image inspect "$BASE" > /dev/null 2>
         "$WORK/rootfs" > "$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap"; }
     # the host's CA bundle: where a proxy re-signs TLS, pip inside the build trusts what the host trusts
     cp /etc/ssl/certs/ca-certificates.crt "$WORK/rootfs/etc/ssl/certs/ca-certificates.crt"
-    tar -C "$WORK/rootfs" -c . | "${NICE[@]}" docker import -q - "$BASE" > /dev/null
+    tar -C "$WORK/rootfs" -c . | "${NICE[@]}" docker import - "$BASE" > /dev/null
     rm -rf "$WORK/rootfs"
 fi
 stage_end
