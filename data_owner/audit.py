@@ -65,7 +65,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from data_owner.settings import audit_entry_key, audit_head_key
-from shared.checkpoint import atomic_write_text
+from shared.checkpoint import atomic_write_text, fsync_dir
 from shared.schemas import AuditEntry, AuditHead, PrivacySwitches
 
 log = logging.getLogger(__name__)
@@ -545,7 +545,7 @@ class AuditLog:
             created = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             record = report.head_record
             self._head_seq = record.seq if record is not None else -1
             if strict and (record is None or (record.seq, record.hash) != (self._seq, self._hash)):
@@ -725,9 +725,9 @@ class AuditLog:
             raise AuditWriteError(f"could not seal the audit log {self.path} as {target.name}: {exc.strerror}") from exc
         self._segments[-1].path = target
         try:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             self._broken = (f"the audit log {self.path} was sealed as {target.name} but no new file could be started "
                             f"({exc.strerror}): it takes no more entries until the service restarts")
@@ -878,11 +878,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

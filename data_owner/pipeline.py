@@ -28,7 +28,6 @@ data is written into the artifacts except what the models learnt; raw user ids s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -51,7 +50,7 @@ from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.gan import GeneratedLists, Generator, generator_scorer
 from data_owner.settings import ArtifactLayout, secret_fingerprint
 from data_owner.teacher import DEFAULT_KS
-from shared.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from shared.checkpoint import atomic_write_text, exclusive_lock_or_fail, load_checkpoint, save_checkpoint
 from shared.device import resolve_device
 from shared.evaluation import evaluate
 from shared.models import Recommender
@@ -335,11 +334,7 @@ def run_pipeline(
     """Run (or resume) the owner's stages into `artifacts`; see the module docstring."""
     layout = ArtifactLayout(Path(artifacts))
     layout.stages.mkdir(parents=True, exist_ok=True)
-    with open(layout.train_lock, "a") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another `gdrec-owner train` is running on {layout.root}") from None
+    with exclusive_lock_or_fail(layout.train_lock, f"another `gdrec-owner train` is running on {layout.root}"):
         for stale in layout.stages.glob(".tmp-*"):  # left by an interrupted run (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         return _run_locked(config, layout, secret, data_dir, restart)

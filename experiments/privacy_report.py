@@ -86,11 +86,11 @@ from experiments.presets import GD_LAMBDA, STUDENT_EPOCHS, STUDENT_FRACTION  # n
 from experiments.results import ResultsFile, read_rows  # noqa: E402
 from experiments.runner import (  # noqa: E402
     dataset_slug,
-    exclusive_lock,
     gd_teacher_settings_payload,
     machine_info,
 )
 from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION  # noqa: E402
+from shared.checkpoint import exclusive_lock_or_fail  # noqa: E402
 from shared.device import resolve_device  # noqa: E402
 from shared.options import json_object  # noqa: E402
 
@@ -281,7 +281,7 @@ class PrivacyRunner:
 
 
 def results_lock(results: Path):
-    return exclusive_lock(results.with_name(f".{results.name}.lock"),
+    return exclusive_lock_or_fail(results.with_name(f".{results.name}.lock"),
                           f"another gdrec-privacy run is writing {results}; wait for it or pass another --results")
 
 

@@ -43,7 +43,6 @@ lock file enforces it).
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import logging
@@ -51,8 +50,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,7 +91,7 @@ from experiments.presets import (
 )
 from experiments.results import ResultsFile, json_default, read_rows
 from model_consumer.distill import SAMPLER_REVISION as GD_SAMPLER_REVISION
-from shared.checkpoint import load_checkpoint, save_checkpoint
+from shared.checkpoint import exclusive_lock_or_fail, load_checkpoint, save_checkpoint
 from shared.device import resolve_device, synchronize
 from shared.evaluation import sampled_target_ranks
 from shared.metrics import ranking_metrics
@@ -266,23 +264,8 @@ def cell_config(spec: GridSpec, cell: Cell) -> LabConfig:
                    progress=spec.progress and spec.base.progress)
 
 
-@contextmanager
-def exclusive_lock(lock_file: Path, busy: str) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock on `lock_file`; RuntimeError(busy) when another process holds it."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(busy) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def work_dir_lock(work_dir: Path):
-    return exclusive_lock(work_dir / ".runner.lock",
+    return exclusive_lock_or_fail(work_dir / ".runner.lock",
                           f"another `gdrec-lab run` is using {work_dir}; wait for it or use another --work-dir")
 
 

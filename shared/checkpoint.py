@@ -96,6 +96,21 @@ def exclusive_lock(path: str | Path, *, wait: bool = True) -> Iterator[Path]:
         os.close(fd)
 
 
+@contextmanager
+def exclusive_lock_or_fail(path: str | Path, busy: str) -> Iterator[Path]:
+    """`exclusive_lock` without waiting: RuntimeError(`busy`, which says what holds it and what to do) when another
+    process holds the lock. Only taking the lock can fail so; an error of the block passes through unchanged."""
+    lock = exclusive_lock(path, wait=False)
+    try:
+        held = lock.__enter__()
+    except LockBusy:
+        raise RuntimeError(busy) from None
+    try:
+        yield held
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
