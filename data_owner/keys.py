@@ -8,7 +8,6 @@ revocation takes effect on the next request without a restart."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from shared.checkpoint import atomic_write_text
+from shared.checkpoint import atomic_write_text, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +153,11 @@ class KeyStore:
     def _editing(self) -> Iterator[dict[str, ApiKey]]:
         """Read-modify-write under an exclusive file lock (two `keys` commands at once cannot lose a key)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        with open(lock_path, "a") as lock, self._lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                keys = read_key_file(self.path)
-                yield keys
-                write_key_file(self.path, keys)
-                self._keys, self._signature, self._error = keys, self._stat_signature(), None
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        with self._lock, exclusive_lock(self.path.with_name(f".{self.path.name}.lock")):
+            keys = read_key_file(self.path)
+            yield keys
+            write_key_file(self.path, keys)
+            self._keys, self._signature, self._error = keys, self._stat_signature(), None
 
     def add(self, consumer: str, scopes: list[str] | tuple[str, ...]) -> tuple[ApiKey, str]:
         """Create a key; returns its record and the plain key (shown to the operator once, stored nowhere)."""
