@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from data_owner.api.deps import SingleValuedQuery, admin_key, export_key
+from data_owner.api.deps import KEY_CHECK, SingleValuedQuery, admin_key, export_key
 from data_owner.api.routes import audit, export, health
 from data_owner.api.state import open_state
 from data_owner.settings import OwnerSettings
@@ -83,6 +83,7 @@ def create_app(settings: OwnerSettings) -> FastAPI:
         except CredentialError:
             return address
         result = await anyio.to_thread.run_sync(service.keys.authenticate, presented)
+        scope.setdefault("state", {})[KEY_CHECK] = (presented, result)  # the route's `authenticate` reuses it
         return Caller("key", result.key.key_id) if result.key is not None else address
 
     app.state.rate_limiters = {"key": optional_limiter(settings.key_rate_per_s, settings.key_burst),

@@ -36,6 +36,9 @@ _CREDENTIAL_PROBLEMS = {
 }
 
 
+KEY_CHECK = "gdrec_key_check"  # request state: (presented key, its AuthResult), set by the rate limiter's `identify`
+
+
 def authenticate(
     request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> ApiKey:
@@ -44,7 +47,8 @@ def authenticate(
     except CredentialError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, _CREDENTIAL_PROBLEMS[exc.problem],
                             headers=_CHALLENGE) from None
-    result = state.keys.authenticate(presented)
+    checked = getattr(request.state, KEY_CHECK, None)  # the rate limiter's check of the same request
+    result = checked[1] if checked is not None and checked[0] == presented else state.keys.authenticate(presented)
     if result.unavailable:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, result.reason, headers={"Retry-After": "30"})
     if result.key is None:

@@ -178,6 +178,16 @@ def test_revoked_key_gets_401_naming_the_revocation(client, keys):
     assert response.status_code == 401 and "was revoked at" in response.json()["detail"]
 
 
+def test_a_request_checks_its_key_once(client, keys, monkeypatch):
+    """The rate limiter identifies the caller by its key; the route reuses that check instead of hashing again."""
+    store = client.app.state.service.keys
+    calls = []
+    original = store.authenticate
+    monkeypatch.setattr(store, "authenticate", lambda presented: calls.append(presented) or original(presented))
+    assert client.get("/v1/export/manifest", headers=bearer(keys["export"])).status_code == 200
+    assert len(calls) == 1
+
+
 def test_revocation_takes_effect_while_the_service_runs(client, settings, keys):
     assert client.get("/v1/export/manifest", headers=bearer(keys["export"])).status_code == 200
     store = KeyStore(settings.keys_path)  # what `gdrec-owner keys revoke` does, from another process
