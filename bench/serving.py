@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 
 from bench._http import free_port, load, machine, service
-from model_consumer.distill import DistillConfig
 from model_consumer.settings import ConsumerLayout
 from model_consumer.store import ExportStore
 from model_consumer.students import distill_and_publish
+from shared.distillation import DistillConfig
 
 KEY = "bench-api-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from data_owner.gan import CGANConfig
+from data_owner.generators import family_settings
 from data_owner.keys import CONSUMER_PATTERN
 from data_owner.privacy.controls import flip_probability
 
@@ -27,6 +28,14 @@ EVAL_EVERY = 5
 BATCH_SIZE = 1000
 CGAN_EPOCHS = CGANConfig().epochs
 CONSUMER_ID = "consumer"
+# -- list generators (data_owner.generators)
+GENERATOR_FAMILIES = ("cgan", "itemknn", "vae", "teacher", "ease")
+GENERATOR_CHOICES = (*GENERATOR_FAMILIES, "auto")
+RESEARCH_GENERATOR = "cgan"  # the paper's method: the reproduction's chain
+PRODUCT_GENERATOR = "auto"  # `gdrec-owner train` and the demo: the family whose dry-run student is best
+AUTO_FAMILIES = ("itemknn", "teacher", "vae")  # auto's candidates, in the order they are tried
+AUTO_BUDGET_S = 1800.0  # auto stops trying further candidates once this many seconds have passed
+PRODUCT_INCLUDE_OBSERVED = False  # the product's export leaves each user's own training items out of their list
 
 @dataclass(frozen=True)
 class Pretraining:
@@ -181,6 +190,10 @@ class ChainConfig:
     eval_every: int = EVAL_EVERY
     batch_size: int = BATCH_SIZE
     cgan: CGANConfig = field(default_factory=CGANConfig)
+    generator: str = RESEARCH_GENERATOR  # a family of GENERATOR_FAMILIES, or "auto"
+    generator_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per family, over its defaults
+    auto_families: tuple[str, ...] = AUTO_FAMILIES
+    auto_budget_s: float = AUTO_BUDGET_S
     device: str = "auto"
     progress: bool = True
 
@@ -196,6 +209,27 @@ class ChainConfig:
             raise ValueError(f"consumer id {self.consumer_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
         if self.rr_epsilon is not None:
             flip_probability(self.rr_epsilon)  # a positive finite epsilon, else ValueError
+        if self.generator not in GENERATOR_CHOICES:
+            raise ValueError(f"generator must be one of {list(GENERATOR_CHOICES)}, got {self.generator!r}")
+        unknown = sorted(set(self.auto_families) - set(GENERATOR_FAMILIES)) + sorted(
+            set(self.generator_settings) - set(GENERATOR_FAMILIES))
+        if unknown or not self.auto_families:
+            raise ValueError(f"generator families must be among {list(GENERATOR_FAMILIES)} (auto needs at least "
+                             f"one), got {unknown or list(self.auto_families)}")
+        for family, fields in self.generator_settings.items():
+            if family == "cgan":
+                raise ValueError("the CGAN's settings are its own (--cgan-json / ChainConfig.cgan), not generator "
+                                 "settings")
+            if not isinstance(fields, dict):
+                raise ValueError(f"the settings of generator {family!r} must be an object, got {fields!r}")
+            family_settings(family, fields)  # ValueError naming the family and the field
+        if not self.auto_budget_s > 0:
+            raise ValueError(f"auto_budget_s must be positive, got {self.auto_budget_s}")
+
+    @property
+    def uses_kd_teacher_for_lists(self) -> bool:
+        """Whether the generator stage reads the KD teacher (the teacher family, and auto's dry-run students)."""
+        return self.generator in ("teacher", "auto")
 
     @property
     def teacher_settings(self) -> TeacherSettings:
@@ -206,6 +240,8 @@ class ChainConfig:
 
 
 __all__ = [
+    "AUTO_BUDGET_S",
+    "AUTO_FAMILIES",
     "BATCH_SIZE",
     "CGAN_EPOCHS",
     "CGAN_PRESETS",
@@ -214,8 +250,13 @@ __all__ = [
     "EVAL_EVERY",
     "FAMILIES",
     "GD_EPOCHS",
+    "GENERATOR_CHOICES",
+    "GENERATOR_FAMILIES",
     "LIST_LENGTH",
     "PATIENCE",
+    "PRODUCT_GENERATOR",
+    "PRODUCT_INCLUDE_OBSERVED",
+    "RESEARCH_GENERATOR",
     "TEACHER_EPOCHS",
     "TEACHER_PRESETS",
     "TEMPERATURE",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import torch
 
-from data_owner.gan.lists import GeneratedLists
+from data_owner.lists import GeneratedLists
 from shared.losses import soft_targets
 from shared.models import Recommender
 from shared.schemas import (

@@ -1,8 +1,9 @@
 """`gdrec-owner train`: the owner's side of GD-REC Algorithm 1, as resumable stages in an artifacts directory.
 
     kd_teacher  the teacher on the raw training split (L_CF), epoch selected on the validation item
-    cgan        the CGAN with the mask mechanism, selected on validation HR@50 of GF_u as a recommender
-    lists       the generated lists GF(I)_u (top-L of GF_u; own training items included or not)
+    generator   the list generator (`data_owner.generators`: the paper's CGAN, item kNN, Mult-VAE, the teacher
+                with Gumbel noise, EASE; or "auto", the family whose dry-run student validates best)
+    lists       the generated lists GF(I)_u (top-L of the generator's scores; own training items included or not)
     gd_teacher  the KD teacher continued on raw + generated pairs (L_T = L_CF + L_GF)
     export      per user token: the list and the teacher's soft targets sigmoid(z / t); the manifest
 
@@ -47,22 +48,22 @@ import torch
 from data_owner import stages
 from data_owner.config import ChainConfig
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
-from data_owner.gan import GeneratedLists, Generator, generator_scorer
+from data_owner.generators import ListGenerator, load_generator, validation_metrics
+from data_owner.lists import GeneratedLists
 from data_owner.settings import ArtifactLayout, secret_fingerprint
 from data_owner.teacher import DEFAULT_KS
-from shared.checkpoint import atomic_write_text, exclusive_lock_or_fail, load_checkpoint, save_checkpoint
+from shared.checkpoint import atomic_write_text, exclusive_lock_or_fail, fsync_dir, load_checkpoint, save_checkpoint
 from shared.device import resolve_device
-from shared.evaluation import evaluate
 from shared.models import Recommender
 from shared.schemas import ExportBundle
 
 log = logging.getLogger(__name__)
 
-STAGES = ("kd_teacher", "cgan", "lists", "gd_teacher", "export")
-INPUTS: dict[str, tuple[str, ...]] = {  # the stages whose output each stage reads
+STAGES = ("kd_teacher", "generator", "lists", "gd_teacher", "export")
+INPUTS: dict[str, tuple[str, ...]] = {  # the stages whose output each stage reads (and see `inputs_of`)
     "kd_teacher": (),
-    "cgan": (),
-    "lists": ("cgan",),
+    "generator": (),  # + the KD teacher for the teacher family and for auto's dry-run students
+    "lists": ("generator",),
     "gd_teacher": ("kd_teacher", "lists"),
     "export": ("gd_teacher", "lists"),
 }
@@ -129,27 +130,24 @@ def stage_keys(config: ChainConfig, data: str, secret_fp: str) -> dict[str, str]
     keys: dict[str, str] = {}
     keys["kd_teacher"] = _key({"data": data, "teacher": teacher, "epochs": config.teacher_epochs, **schedule,
                                **epochs_rr})
-    keys["cgan"] = _key({"data": data, "cgan": cgan, **rr})
-    keys["lists"] = _key({"cgan": keys["cgan"], "length": config.list_length,
-                          "include_observed": config.include_observed, "seed": config.seed})
+    if config.generator == "cgan":  # the paper's chain keeps the keys it always had
+        keys["generator"] = keys["cgan"] = _key({"data": data, "cgan": cgan, **rr})
+    else:
+        auto = {"families": list(config.auto_families), "budget_s": config.auto_budget_s,
+                "length": config.list_length, "include_observed": config.include_observed,
+                "temperature": config.temperature, "consumer_id": config.consumer_id, "secret": secret_fp,
+                "cgan": cgan} if config.generator == "auto" else {}
+        reads_kd = {"kd": keys["kd_teacher"]} if config.uses_kd_teacher_for_lists else {}
+        keys["generator"] = _key({"data": data, "generator": config.generator, "seed": config.seed,
+                                  "settings": config.generator_settings, **auto, **reads_kd, **rr})
+    keys["lists"] = _key({"cgan" if config.generator == "cgan" else "generator": keys["generator"],
+                          "length": config.list_length, "include_observed": config.include_observed,
+                          "seed": config.seed})
     keys["gd_teacher"] = _key({"kd": keys["kd_teacher"], "lists": keys["lists"], "epochs": config.gd_epochs,
                                "lr": teacher["lr"], **schedule})
     keys["export"] = _key({"gd": keys["gd_teacher"], "lists": keys["lists"], "temperature": config.temperature,
                            "consumer_id": config.consumer_id, "secret": secret_fp})
     return keys
-
-
-def _sync(handle: Any) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_stage(layout: ArtifactLayout, name: str) -> dict[str, Any] | None:
@@ -186,7 +184,10 @@ class _Chain:
 
     def inputs_of(self, name: str) -> dict[str, str | None]:
         """The output id of each stage that stage `name` reads, as their finished records hold them now."""
-        return {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in INPUTS[name]}
+        deps = INPUTS[name]
+        if name == "generator" and self.config.uses_kd_teacher_for_lists:
+            deps = ("kd_teacher",)
+        return {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in deps}
 
     # -- outputs, loaded lazily from finished stages
     def output(self, name: str) -> Any:
@@ -199,17 +200,11 @@ class _Chain:
 
     _load_gd_teacher = _load_kd_teacher
 
-    def _load_cgan(self, folder: Path) -> Generator:
-        meta = json.loads((folder / "generator.json").read_text())
-        G = Generator(meta["n_items"], tuple(meta["hidden_g"]), meta["noise_dim"], meta["activation"])
-        G.load_state_dict(torch.load(folder / "generator.pt", map_location=self.device, weights_only=True))
-        return G.to(self.device).eval()
+    def _load_generator(self, folder: Path) -> ListGenerator:
+        return load_generator(folder, self.device)
 
     def _load_lists(self, folder: Path) -> GeneratedLists:
-        with np.load(folder / "lists.npz", allow_pickle=False) as data:
-            return GeneratedLists(items=data["items"], scores=data["scores"],
-                                  include_observed=bool(data["include_observed"]), seed=int(data["seed"]),
-                                  n_items=int(data["n_items"]))
+        return GeneratedLists.load(folder)
 
     # -- stage bodies: compute (data_owner.stages), write into `folder`, return (output, summary)
     def _run_kd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
@@ -221,40 +216,31 @@ class _Chain:
         save_checkpoint(folder, run.model, {"stage": "kd_teacher", **summary})
         return run.model, summary
 
-    def _run_cgan(self, folder: Path) -> tuple[Any, dict[str, Any]]:
+    def _run_generator(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c, split, raw = self.config, self.model_split, self.split
-        users = split.eval_users
-        gan = stages.cgan(split, c, self.device)
-        G = gan.generator.eval()
-        with open(folder / "generator.pt", "wb") as handle:
-            torch.save({k: v.detach().cpu() for k, v in G.state_dict().items()}, handle)
-            _sync(handle)
-        meta = {"n_items": split.n_items, "hidden_g": list(c.cgan.hidden_g), "noise_dim": c.cgan.noise_dim,
-                "activation": c.cgan.activation}
-        atomic_write_text(folder / "generator.json", json.dumps(meta, indent=2))
-        summary: dict[str, Any] = {"best_epoch": gan.best_epoch, "epochs_run": len(gan.history),
-                                   "seconds_per_epoch": round(gan.seconds_per_epoch, 3),
-                                   "num_parameters": sum(p.numel() for p in G.parameters())}
-        if users.size:  # G reads the (randomized) input rows; the ranking excludes the real history
-            scorer = generator_scorer(G, split.train, seed=c.seed)
-            summary["valid"] = evaluate(scorer, users, raw.valid_item[users], [raw.train], ks=DEFAULT_KS,
-                                        device=self.device).metrics
-            summary["test"] = evaluate(generator_scorer(G, split.train, seed=c.seed), users, raw.test_item[users],
-                                       [raw.train], [raw.valid_item], ks=DEFAULT_KS, device=self.device).metrics
+        kd = self.output("kd_teacher") if c.uses_kd_teacher_for_lists else None
+        source, selection = stages.generator(split, raw, c, self.device, kd, self.secret)
+        source.save(folder)
+        summary: dict[str, Any] = {"family": source.family, "settings": source.settings(),
+                                   "fit": source.report.to_dict()}
+        if selection is not None:
+            summary["selection"] = selection
+        if split.eval_users.size:  # the generator reads the (randomized) input rows; the ranking excludes the real
+            scorer = source.scorer(split.train, c.seed, self.device) if source.own_noise else source.scorer(
+                split.train, None, self.device)
+            summary["valid"] = validation_metrics(scorer, raw, self.device, DEFAULT_KS)
+            summary["test"] = validation_metrics(scorer, raw, self.device, DEFAULT_KS, test=True)
         if c.rr_epsilon is not None:
             summary.update(rr_epsilon=c.rr_epsilon, randomized_interactions=split.train.nnz)
-        return G, summary
+        return source, summary
 
     def _run_lists(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
         # conditioned on, and (exclude-observed) excluding, the models' input: under randomized response C~, not C
-        lists = stages.lists(self.output("cgan"), self.model_split, c)
-        with open(folder / "lists.npz", "wb") as handle:
-            np.savez(handle, items=lists.items, scores=lists.scores, include_observed=lists.include_observed,
-                     seed=lists.seed, n_items=lists.n_items)
-            _sync(handle)
-        return lists, {"list_length": lists.length, "include_observed": lists.include_observed,
-                       "rr_epsilon": c.rr_epsilon, "observed_share": round(lists.observed_share(self.split.train), 4)}
+        made = stages.generator_lists(self.output("generator"), self.model_split, c, self.device)
+        made.save(folder)
+        return made, {**made.statistics(self.split.train), "include_observed": made.include_observed,
+                      "rr_epsilon": c.rr_epsilon, "generator": self.output("generator").family}
 
     def _run_gd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
@@ -314,7 +300,7 @@ class _Chain:
             if target.exists():
                 shutil.rmtree(target)
             os.replace(work, target)
-            _sync_dir(self.layout.stages)
+            fsync_dir(self.layout.stages)
             shutil.rmtree(partial, ignore_errors=True)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)

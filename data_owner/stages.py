@@ -23,7 +23,10 @@ import torch
 from data_owner.config import ChainConfig
 from data_owner.data import LeaveOneOutSplit
 from data_owner.export import build_export
-from data_owner.gan import CGANResult, GeneratedLists, Generator, generated_lists, generator_scorer, train_cgan
+from data_owner.gan import CGANResult, Generator, generated_lists, generator_scorer, train_cgan
+from data_owner.generators import ListGenerator, fit_generator
+from data_owner.generators.select import choose_generator
+from data_owner.lists import GeneratedLists
 from data_owner.privacy.controls import randomized_response_seed, randomized_split, teacher_epoch_pairs
 from data_owner.teacher import TeacherRun, continue_on_generated, test_result, train_base_model, validation_result
 from shared.evaluation import evaluate
@@ -96,6 +99,46 @@ def lists(generator: Generator, trained_on: LeaveOneOutSplit, config: ChainConfi
     return generated_lists(generator, trained_on.train, length, config.include_observed, seed=config.seed)
 
 
+def list_length(trained_on: LeaveOneOutSplit, config: ChainConfig) -> int:
+    """L, cut to the catalog's size (with a warning)."""
+    length = min(config.list_length, trained_on.n_items)
+    if length < config.list_length:
+        log.warning("list length %d exceeds the catalog (%d items); using %d", config.list_length,
+                    trained_on.n_items, length)
+    return length
+
+
+def generator(trained_on: LeaveOneOutSplit, split: LeaveOneOutSplit, config: ChainConfig, device: torch.device,
+              kd: Recommender | None = None, secret: bytes | None = None
+              ) -> tuple[ListGenerator, dict[str, Any] | None]:
+    """The list generator of `config.generator`, fitted on the model split and selected on its validation items;
+    under "auto" the candidate families of `config.auto_families` compete by the validation numbers of the student
+    each one's export produces (`data_owner.generators.select`; needs the KD teacher and the secret). Returns the
+    generator and, under auto, the selection report."""
+    cgan_config = replace(config.cgan, seed=config.seed)
+    if config.generator != "auto":
+        fitted = fit_generator(config.generator, trained_on, seed=config.seed, device=device,
+                               settings=config.generator_settings.get(config.generator), cgan=cgan_config,
+                               teacher=kd, progress=config.progress)
+        return fitted, None
+    if kd is None or secret is None:
+        raise ValueError("generator 'auto' needs the KD teacher and the owner's secret (its dry-run exports)")
+    selection = choose_generator(
+        config.auto_families, trained_on, split, kd, list_length=list_length(trained_on, config),
+        include_observed=config.include_observed, temperature=config.temperature, secret=secret,
+        consumer_id=config.consumer_id, seed=config.seed, budget_s=config.auto_budget_s,
+        settings=config.generator_settings, cgan=cgan_config, device=device, progress=config.progress)
+    return selection.chosen.generator, selection.report(split.train)
+
+
+def generator_lists(source: ListGenerator, trained_on: LeaveOneOutSplit, config: ChainConfig,
+                    device: torch.device) -> GeneratedLists:
+    """A draw of the generator's lists: top-L (with its noise) conditioned on, and exclude-observed excluding, the
+    model split's training sets, seeded by the chain's seed."""
+    return source.lists(trained_on.train, list_length(trained_on, config), config.include_observed, config.seed,
+                        device)
+
+
 def gd_teacher(kd: Recommender, split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, made: GeneratedLists,
                config: ChainConfig, checkpoint_dir: str | None = None) -> TeacherRun:
     """A copy of the KD teacher continued on the model split's pairs + the generated pairs (L_T = L_CF + L_GF)."""
@@ -127,6 +170,9 @@ __all__ = [
     "epoch_pairs",
     "export",
     "gd_teacher",
+    "generator",
+    "generator_lists",
+    "list_length",
     "kd_teacher",
     "lists",
     "model_split",

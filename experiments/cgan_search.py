@@ -28,9 +28,10 @@ import typer
 from data_owner.config import cgan_preset
 from data_owner.gan import CGANConfig, generator_scorer, train_cgan
 from data_owner.stages import cgan_validator
+from experiments.grid import dataset_identity, dataset_slug, digest
 from experiments.lab import configure_logging, evaluate_scorer, load_split, run_cli
+from experiments.measures import machine_info
 from experiments.results import ResultsFile
-from experiments.runner import _digest, dataset_identity, dataset_slug, machine_info
 from shared.device import resolve_device
 
 log = logging.getLogger("gdrec.cgan_search")
@@ -44,7 +45,7 @@ def parse_config(text: str, base: CGANConfig, where: str = "--try") -> CGANConfi
 
 
 def candidate_key(dataset: str, config: CGANConfig) -> str:
-    return _digest({"dataset": dataset_identity(dataset), "cgan": config.identity()})
+    return digest({"dataset": dataset_identity(dataset), "cgan": config.identity()})
 
 
 def run_candidate(split, config: CGANConfig, device) -> dict[str, Any]:

@@ -42,8 +42,8 @@ from data_owner.gan import GeneratedLists, generator_scorer, top_lists
 from data_owner.pipeline import load_split
 from data_owner.teacher import DEFAULT_KS, TeacherRun, train_base_model
 from experiments.presets import GD_LAMBDA, STUDENT_EPOCHS, STUDENT_FRACTION
-from model_consumer.distill import DistillConfig, distill_student
 from shared.device import resolve_device
+from shared.distillation import DistillConfig, distill_student
 from shared.evaluation import evaluate
 from shared.models import Recommender, SizedConfig, config_at_fraction
 from shared.schemas import ExportBundle

@@ -23,7 +23,9 @@ import typer
 
 from data_owner.config import teacher_from_fields, teacher_preset
 from experiments import lab
-from experiments.runner import dataset_slug, machine_info
+from experiments.grid import dataset_slug
+from experiments.measures import machine_info
+from experiments.results import TimingRow
 from shared.device import resolve_device, synchronize
 from shared.models import build_model, config_at_fraction
 
@@ -71,11 +73,11 @@ def timing_rows(dataset: str, family: str, seconds: dict[float, list[float]], mo
     for size, found in seconds.items():
         # paired per round: this size's time over the teacher's in the same round (load bursts cancel)
         ratio = float(np.median(np.asarray(found) / np.asarray(teacher)))
-        rows.append({"dataset": dataset, "family": family, "fraction": size,
-                     "params": sum(p.numel() for p in models[size].parameters()),
-                     "batch_users": int(min(batch_users, models[size].n_users)), "rounds": len(found),
-                     "seconds": found, "median_seconds": float(np.median(found)), "ratio_to_teacher": ratio,
-                     "machine": machine, "run": run})
+        rows.append(TimingRow(dataset=dataset, family=family, fraction=size,
+                              params=sum(p.numel() for p in models[size].parameters()),
+                              batch_users=int(min(batch_users, models[size].n_users)), rounds=len(found),
+                              seconds=found, median_seconds=float(np.median(found)), ratio_to_teacher=ratio,
+                              machine=machine, run=run).to_dict())
     return rows
 
 

@@ -131,10 +131,10 @@ def distill(
     The training state is saved under <data dir>/training/ as it goes: run again with the same export and settings
     after an interruption and it continues where the last save left off. It is removed once the student is
     published."""
-    from model_consumer.distill import DistillConfig
     from model_consumer.store import ExportStore, StoreError
     from model_consumer.students import distill_and_publish
     from shared.device import resolve_device
+    from shared.distillation import DistillConfig
 
     settings = _settings(data_dir=data_dir, device=device, checkpoint_every_s=checkpoint_every)
     try:

@@ -10,7 +10,7 @@ while that lock is free was left by a killed publish and is removed (`remove_sta
 
 A resumable distillation (`distill_and_publish(..., resumable=True)`, what the command line runs) keeps its
 training state in `training/<export id>-<settings>/` (a `shared.training` checkpoint keyed by
-`model_consumer.distill.run_fingerprint`: the export's content and the settings). A rerun with the same export and
+`shared.distillation.run_fingerprint`: the export's content and the settings). A rerun with the same export and
 settings continues from it, other settings start their own folder, and the folder is removed once the student is
 published. The folder's `run.lock` keeps two processes from training the same run at once."""
 
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from model_consumer.distill import DistillConfig, StudentRun, distill_student, settings_fingerprint
 from model_consumer.settings import ConsumerLayout
 from shared.checkpoint import (
     WEIGHTS,
@@ -38,6 +37,7 @@ from shared.checkpoint import (
     partial_writes,
     save_checkpoint,
 )
+from shared.distillation import DistillConfig, StudentRun, distill_student, settings_fingerprint
 from shared.schemas import ExportBundle, ModelCard
 
 log = logging.getLogger(__name__)

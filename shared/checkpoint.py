@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from shared.models.base import Recommender
@@ -113,6 +114,11 @@ def exclusive_lock_or_fail(path: str | Path, busy: str) -> Iterator[Path]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def atomic_save_npz(path: Path, **arrays: Any) -> None:
+    """`numpy.savez` of `arrays` to `path`, atomically and durably (read back with allow_pickle=False)."""
+    _atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:

@@ -58,8 +58,9 @@ class Recommender(nn.Module):
         """(Re-)initialise every parameter, drawing from `generator` (None: torch's default generator)."""
         raise NotImplementedError
 
-    def loss(self, batch: PairBatch) -> torch.Tensor:
-        """Scalar collaborative-filtering loss L_CF on a batch of triples."""
+    def loss(self, batch: PairBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar collaborative-filtering loss L_CF on a batch of triples; `weights` [B] scale each triple's data
+        term (None: all 1), the regularisation stays per triple."""
         raise NotImplementedError
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -44,13 +44,14 @@ class BPR(Recommender):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_emb(users) @ self.item_emb.weight.T
 
-    def loss(self, batch: PairBatch) -> torch.Tensor:
+    def loss(self, batch: PairBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
         p = self.user_emb(batch.users)
         qi = self.item_emb(batch.pos_items)
         qj = self.item_emb(batch.neg_items)
         diff = (p * qi).sum(-1) - (p * qj).sum(-1)
         l2 = p.pow(2).sum() + qi.pow(2).sum() + qj.pow(2).sum()
-        return -F.logsigmoid(diff).mean() + self.reg * l2 / len(batch)
+        data = -F.logsigmoid(diff)
+        return (data if weights is None else weights * data).mean() + self.reg * l2 / len(batch)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_emb.weight

@@ -43,13 +43,15 @@ def _split_tower_scores(layers: nn.ModuleList, user_part: torch.Tensor, item_par
     return torch.cat(parts, dim=1)
 
 
-def _pointwise_loss(model: Recommender, batch: PairBatch, embeddings: list[nn.Embedding], reg: float) -> torch.Tensor:
-    """BCE-with-logits on the positives (label 1) and the sampled negatives (label 0), averaged over the two, plus
-    reg x the squared L2 norm of the embedding rows the batch touches, per example."""
+def _pointwise_loss(model: Recommender, batch: PairBatch, embeddings: list[nn.Embedding], reg: float,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE-with-logits on the positives (label 1, each weighted by `weights` when given) and the sampled negatives
+    (label 0), averaged over the two, plus reg x the squared L2 norm of the embedding rows the batch touches, per
+    example."""
     pos = model.score(batch.users, batch.pos_items)
     neg = model.score(batch.users, batch.neg_items)
-    bce = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(
-        neg, torch.zeros_like(neg))
+    bce = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), weight=weights) + \
+        F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
     users, items = embeddings[: len(embeddings) // 2], embeddings[len(embeddings) // 2 :]
     l2 = sum(emb(batch.users).pow(2).sum() for emb in users) + sum(
         emb(idx).pow(2).sum() for emb in items for idx in (batch.pos_items, batch.neg_items))
@@ -154,8 +156,9 @@ class NeuMF(Recommender):
         return self.score(users, items.unsqueeze(0).expand(users.shape[0], -1))
 
     # -- training ------------------------------------------------------------------------------------------
-    def loss(self, batch: PairBatch) -> torch.Tensor:
-        return _pointwise_loss(self, batch, [self.user_gmf, self.user_mlp, self.item_gmf, self.item_mlp], self.reg)
+    def loss(self, batch: PairBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
+        return _pointwise_loss(self, batch, [self.user_gmf, self.user_mlp, self.item_gmf, self.item_mlp], self.reg,
+                               weights)
 
     def item_embeddings(self) -> torch.Tensor:
         return torch.cat([self.item_gmf.weight, self.item_mlp.weight], dim=1)
@@ -221,8 +224,8 @@ class GMF(Recommender):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return (self.user_emb(users) * self.out.weight[0]) @ self.item_emb.weight.T + self.out.bias
 
-    def loss(self, batch: PairBatch) -> torch.Tensor:
-        return _pointwise_loss(self, batch, [self.user_emb, self.item_emb], self.reg)
+    def loss(self, batch: PairBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
+        return _pointwise_loss(self, batch, [self.user_emb, self.item_emb], self.reg, weights)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_emb.weight
@@ -275,8 +278,8 @@ class MLP(Recommender):
         c = self.item_emb.weight @ first.weight[:, self.dim :].T
         return _split_tower_scores(self.layers, a, c, self.out.weight[0], max(self.hidden)) + self.out.bias
 
-    def loss(self, batch: PairBatch) -> torch.Tensor:
-        return _pointwise_loss(self, batch, [self.user_emb, self.item_emb], self.reg)
+    def loss(self, batch: PairBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
+        return _pointwise_loss(self, batch, [self.user_emb, self.item_emb], self.reg, weights)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_emb.weight

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model_consumer.api import create_app
-from model_consumer.distill import DistillConfig
 from model_consumer.settings import ConsumerLayout, ConsumerSettings
 from model_consumer.students import distill_and_publish
+from shared.distillation import DistillConfig
 from shared.schemas import BatchRecommendations, ModelCard, RecommendationList, SimilarItems
 from tests.unit.test_consumer_pull import synthetic_export
 

@@ -100,7 +100,8 @@ def test_randomized_response_is_recorded_and_the_models_read_only_the_randomized
     lists = lists_of(randomized)
     users = np.repeat(np.arange(split.n_users), lists.shape[1])
     assert not model_input.contains(users, lists.ravel()).any()
-    assert read_stage(randomized, "cgan")["summary"]["randomized_interactions"] == model_input.nnz != split.train.nnz
+    randomized_interactions = read_stage(randomized, "generator")["summary"]["randomized_interactions"]
+    assert randomized_interactions == model_input.nnz != split.train.nnz
     gd = read_stage(randomized, "gd_teacher")["summary"]
     assert {"valid", "test", "valid_on_randomized"} <= set(gd) and gd["rr_epsilon"] == 1.0
 

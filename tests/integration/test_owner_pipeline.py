@@ -31,6 +31,7 @@ from tests.conftest import write_users_dat
 SECRET = "pipeline-test-secret-0123456789abcdef"
 CONSUMER_KEY = "the-consumers-own-key"
 TINY = [
+    "--generator", "cgan", "--include-observed",
     "--list-length", "8", "--teacher-epochs", "6", "--gd-epochs", "3", "--cgan-epochs", "3",
     "--cgan-json", '{"hidden_g": [32], "hidden_d": [16], "noise_dim": 4, "batch_size": 16, "g_steps": 1, '
                    '"d_steps": 1, "eval_every": 3}',
@@ -120,7 +121,7 @@ def test_a_changed_setting_redoes_only_the_stages_it_affects(trained):
     before = finished(layout)
     original = read_stage(layout, "export")["summary"]["export_id"]
     train("--temperature", "3")
-    assert statuses(layout, before) == {"kd_teacher": "skipped", "cgan": "skipped", "lists": "skipped",
+    assert statuses(layout, before) == {"kd_teacher": "skipped", "generator": "skipped", "lists": "skipped",
                                         "gd_teacher": "skipped", "export": "ran"}
     assert read_stage(layout, "export")["summary"]["export_id"] != original
     train()  # back to t = 2: the same content, the same export id
@@ -148,7 +149,7 @@ def test_an_interrupted_stage_resumes_and_redoes_what_reads_it(trained, monkeypa
     monkeypatch.undo()
 
     train()
-    assert statuses(layout, before) == {"kd_teacher": "skipped", "cgan": "skipped", "lists": "ran",
+    assert statuses(layout, before) == {"kd_teacher": "skipped", "generator": "skipped", "lists": "ran",
                                         "gd_teacher": "ran", "export": "ran"}
     assert read_stage(layout, "export")["summary"]["export_id"] == original  # seeded: the same export again
 

@@ -16,18 +16,10 @@ from typer.testing import CliRunner
 from data_owner.config import TeacherSettings
 from experiments import lab
 from experiments.lab import LabConfig
-from experiments.privacy_report import (
-    NO_MEMBER,
-    NOT_RUN,
-    TARGET_TITLE,
-    PrivacySetting,
-    SettingSummary,
-    app,
-    leakage_target,
-    parse_settings,
-    row_key,
-)
-from experiments.results import read_rows
+from experiments.privacy.settings import PrivacySetting, parse_settings, row_key
+from experiments.privacy.summary import NO_MEMBER, NOT_RUN, TARGET_TITLE, SettingSummary, leakage_target
+from experiments.privacy_report import app
+from experiments.results import PrivacyRow, read_rows
 from tests.conftest import REPO, write_users_dat
 
 L = 6
@@ -161,12 +153,22 @@ def check_report(rows, out, output):
     assert f"precision {leak(rows['rr=2'], 'export')['precision']:.4f}" in rr_line
 
 
+def privacy_row(**fields) -> dict:
+    """A privacy row with placeholder values for every field `fields` does not set."""
+    row = {"key": "k", "dataset": "d", "family": "bpr", "seed": 0, "setting": {}, "student": {},
+           "leakage": {"rows": []}, "observed_share": 0.0, "model_visible_train_pairs": 1, "true_train_pairs": 1,
+           "kd_teacher": {}, "gd_teacher": {}, "generator": {}, "settings": {}, "machine": {}, "setting_seconds": 0.0,
+           "finished_at": "2026-01-01T00:00:00+00:00"}
+    return row | fields
+
+
 def summary(name, hr, precision, popularity=0.1, seeds=(0,)):
     setting = parse_settings(name)[0]
-    rows = tuple({"seed": s, "student": {"test": {"HR@50": hr}},
-                  "leakage": {"rows": [{"name": "export", "precision": precision},
-                                       {"name": "popularity top-L (reference)", "precision": popularity}]}}
-                 for s in seeds)
+    rows = tuple(PrivacyRow.from_dict(privacy_row(
+        seed=s, student={"test": {"HR@50": hr}},
+        leakage={"rows": [{"name": "export", "precision": precision},
+                          {"name": "popularity top-L (reference)", "precision": popularity}]}))
+        for s in seeds)
     return SettingSummary(setting, rows)
 
 
@@ -215,19 +217,21 @@ def test_row_keys_follow_the_chain_settings():
 
 
 def test_the_newest_sampler_revision_of_a_row_is_rendered():
-    from experiments.privacy_report import GD_SAMPLER_REVISION, row_sampler_revision, summarise
+    from experiments.privacy.settings import GD_SAMPLER_REVISION, row_sampler_revision
+    from experiments.privacy.summary import summarise
 
     base = LabConfig(dataset="ml-100k", teacher=TeacherSettings("bpr", {"dim": 8}, 0.01))
     default, rr = PrivacySetting(), PrivacySetting(rr_epsilon=2.0)
-    old = {"key": row_key(base, default, 0, sampler_revision=1), "seed": 0, "settings": {}}
-    new = {"key": row_key(base, default, 0), "seed": 0, "settings": {"student_sampler": GD_SAMPLER_REVISION}}
-    old_rr = {"key": row_key(base, rr, 1, sampler_revision=1), "seed": 1, "settings": {}}
+    old = privacy_row(key=row_key(base, default, 0, sampler_revision=1), seed=0, settings={})
+    new = privacy_row(key=row_key(base, default, 0), seed=0, settings={"student_sampler": GD_SAMPLER_REVISION})
+    old_rr = privacy_row(key=row_key(base, rr, 1, sampler_revision=1), seed=1, settings={})
     assert old["key"] != new["key"]
     assert row_sampler_revision(old) == 1 and row_sampler_revision(new) == GD_SAMPLER_REVISION
+    assert PrivacyRow.from_dict(old).sampler_revision == 1
     # both revisions of (default, seed 0): the current one, wherever it stands in the file
     for rows in ([old, new, old_rr], [new, old, old_rr]):
         by_setting = {s.setting: s.rows for s in summarise(rows, base, [default, rr], [0, 1])}
-        assert by_setting == {default: (new,), rr: (old_rr,)}
+        assert by_setting == {default: (PrivacyRow.from_dict(new),), rr: (PrivacyRow.from_dict(old_rr),)}
     # a row of another seed or other chain settings is never taken
     assert summarise([old], base, [default], [1])[0].rows == ()
     assert summarise([old], replace(base, gd_epochs=3), [default], [0])[0].rows == ()

@@ -19,17 +19,12 @@ from data_owner.config import TeacherSettings
 from data_owner.gan import CGANConfig
 from experiments import lab
 from experiments.cli import full_app
+from experiments.grid import METHODS, GridSpec, cell_key, grid_cells
 from experiments.lab import LabConfig
-from experiments.reports import fmt, render_reports, select
+from experiments.reports import render_reports
 from experiments.results import ResultsFile, read_rows
-from experiments.runner import (
-    METHODS,
-    GridSpec,
-    cell_key,
-    grid_cells,
-    run_grid,
-    work_dir_lock,
-)
+from experiments.runner import run_grid, work_dir_lock
+from experiments.selection import cell_rows, fmt, select
 from tests.conftest import write_users_dat
 
 STAGES = ("train_kd_teacher", "train_generator", "train_gd_teacher", "train_raw_student", "train_gd_student")
@@ -158,12 +153,13 @@ def check_reports(rows, out):
     rd = [r for r in rows if r["method"] == "rd"]
     best = max((1.0, 0.1), key=lambda w: np.mean([r["valid"]["NDCG@50"] for r in rd
                                                   if r["hyperparameters"]["kd_weight"] == w]))
-    chosen = select(rows, "bpr", "rd", 0.5)
+    cells = cell_rows(rows)
+    chosen = select(cells, "bpr", "rd", 0.5)
     assert chosen.hyperparameters == {"kd_weight": best} and chosen.seeds == 2
     expected = fmt([r["test"]["HR@50"] for r in rd if r["hyperparameters"]["kd_weight"] == best])
     assert f"| M (50%) | RD | {expected} |" in table2
     # GD in table 2 is the lambda 0.7 cell (the paper's), never the lambda 0 one
-    assert select(rows, "bpr", "gd", 0.5, lambda r: math.isclose(r["hyperparameters"]["lambda"], 0.7)) is not None
+    assert select(cells, "bpr", "gd", 0.5, lambda r: math.isclose(r.hyperparameters["lambda"], 0.7)) is not None
     assert "lambda 0.7" in next(ln for ln in table2.splitlines() if ln.startswith("| M (50%) | GD |"))
     # grid.md shows both RD weights, with the one table 2 reports marked
     grid_md = (out / "grid.md").read_text()
@@ -278,7 +274,7 @@ def test_changed_settings_give_new_cells_but_reuse_unaffected_stages(data, tmp_p
 def test_stage_cache_keys_are_the_owners_stage_keys(data, tmp_path):
     from data_owner.pipeline import split_fingerprint, stage_keys
     from data_owner.settings import secret_fingerprint
-    from experiments.runner import StageCache
+    from experiments.cache import StageCache
 
     spec = tiny_spec(data, tmp_path / "work")
     split = lab.load_split(str(data))

@@ -9,7 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from experiments.cli import full_app
-from experiments.reports import one_run_times
+from experiments.results import TimingRow
+from experiments.selection import one_run_times
 from experiments.timing import interleaved_seconds, sized_models
 from tests.conftest import write_users_dat
 
@@ -52,8 +53,9 @@ def test_sized_models_are_the_runners_architectures_at_each_fraction():
 
 def test_one_run_times_takes_the_latest_run_of_the_model_and_dataset():
     def row(run, fraction, seconds, family="bpr", dataset="d", cpu="A"):
-        return {"run": run, "fraction": fraction, "seconds": seconds, "family": family, "dataset": dataset,
-                "batch_users": 8, "machine": {"cpu": cpu, "device": "cpu", "torch_threads": 1}}
+        return TimingRow(run=run, fraction=fraction, seconds=seconds, family=family, dataset=dataset, params=10,
+                         batch_users=8, rounds=len(seconds), median_seconds=seconds[0], ratio_to_teacher=1.0,
+                         machine={"cpu": cpu, "device": "cpu", "torch_threads": 1})
 
     timings = [row("2026-01-01T00:00:00+00:00", 1.0, [1.0]), row("2026-01-01T00:00:00+00:00", 0.5, [0.5]),
                row("2026-02-01T00:00:00+00:00", 1.0, [0.002, 0.004], cpu="B"),

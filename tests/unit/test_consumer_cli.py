@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from model_consumer.cli import app
-from model_consumer.distill import distill_student
 from model_consumer.settings import ConsumerLayout, ConsumerSettings
+from shared.distillation import distill_student
 from tests.unit.test_consumer_resume import CLI_ARGS, CONFIG, Interrupted, die_after, store_export
 from tests.unit.test_export_distill import make_export
 

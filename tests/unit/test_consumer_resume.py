@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 
 import shared.training as training
 from model_consumer.cli import app
-from model_consumer.distill import DistillConfig, GDSampler, distill_student
 from model_consumer.settings import ConsumerLayout
 from model_consumer.store import ExportStore
 from model_consumer.students import (
@@ -38,6 +37,7 @@ from model_consumer.students import (
     training_dir,
 )
 from shared.checkpoint import LockBusy, exclusive_lock, load_checkpoint
+from shared.distillation import DistillConfig, GDSampler, distill_student
 from shared.schemas import ExportBundle, ExportPage, content_sha256
 from tests.conftest import REPO
 from tests.unit.test_export_distill import make_export
@@ -123,7 +123,7 @@ def test_a_distillation_killed_with_sigkill_resumes_and_publishes_the_uninterrup
     # the child trains slowly (a pause per epoch) so that it is still training when it is killed
     child = (
         "import sys, time, torch; torch.set_num_threads(1)\n"
-        "import model_consumer.distill as d\n"
+        "import shared.distillation as d\n"
         "batches = d.GDSampler.__call__\n"
         "def slow(self, epoch, rng):\n"
         "    time.sleep(0.15)\n"

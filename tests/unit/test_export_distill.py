@@ -8,10 +8,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-import model_consumer.distill as distill
+import shared.distillation as distill
 from data_owner.export import build_export, user_token
 from data_owner.gan.lists import GeneratedLists
-from model_consumer.distill import DistillConfig, distill_student, export_arrays
+from shared.distillation import DistillConfig, distill_student, export_arrays
 from shared.evaluation import evaluate
 from shared.interactions import ItemSets
 from shared.losses import retemper, soft_target_bce, soft_targets

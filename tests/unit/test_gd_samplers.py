@@ -8,7 +8,7 @@ import pytest
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import JointSampler
 from experiments.runner import sampled_negatives
-from model_consumer.distill import GDSampler
+from shared.distillation import GDSampler
 from shared.interactions import ItemSets
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def test_joint_sampler_yields_raw_and_generated_pairs_with_negatives_outside_lis
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the data-free student's sampler (model_consumer.distill.GDSampler)
+# the data-free student's sampler (shared.distillation.GDSampler)
 
 
 def test_gd_student_negatives_never_hit_the_held_out_list_item():

@@ -46,7 +46,7 @@ def test_stage_keys_follow_what_each_stage_depends_on():
     assert changed(config, temperature=5.0) == {"export"}
     assert changed(config, consumer_id="other") == {"export"}
     assert changed(config, list_length=20) == {"lists", "gd_teacher", "export"}
-    assert changed(config, cgan=CGANConfig(epochs=7)) == {"cgan", "lists", "gd_teacher", "export"}
+    assert changed(config, cgan=CGANConfig(epochs=7)) == {"generator", "lists", "gd_teacher", "export"}
     assert changed(config, teacher_epochs=7) == {"kd_teacher", "gd_teacher", "export"}
     assert changed(config, gd_epochs=7) == {"gd_teacher", "export"}
     assert changed(config, seed=1) == set(STAGES)
@@ -55,6 +55,24 @@ def test_stage_keys_follow_what_each_stage_depends_on():
     base = stage_keys(config, "data", "secret")
     assert stage_keys(config, "other data", "secret")["kd_teacher"] != base["kd_teacher"]
     assert {k for k, v in stage_keys(config, "data", "other secret").items() if v != base[k]} == {"export"}
+
+
+def test_generator_stage_keys_read_the_kd_teacher_only_where_the_family_uses_it():
+    knn = ChainConfig(dataset="ml-100k", generator="itemknn")
+    assert changed(knn, teacher_epochs=7) == {"kd_teacher", "gd_teacher", "export"}
+    assert changed(knn, generator_settings={"itemknn": {"ks": [10]}}) == {"generator", "lists", "gd_teacher",
+                                                                          "export"}
+    assert changed(knn, generator="vae") == {"generator", "lists", "gd_teacher", "export"}
+    for family in ("teacher", "auto"):
+        config = ChainConfig(dataset="ml-100k", generator=family)
+        assert changed(config, teacher_epochs=7) == set(STAGES) - {"cgan"}
+    auto = ChainConfig(dataset="ml-100k", generator="auto")
+    # auto's dry-run exports are tokenised under the secret and scored at the export's temperature
+    assert changed(auto, temperature=5.0) == {"generator", "lists", "gd_teacher", "export"}
+    assert changed(auto, auto_families=("itemknn",)) == {"generator", "lists", "gd_teacher", "export"}
+    other = stage_keys(auto, "data", "other secret")
+    assert {k for k, v in other.items() if v != stage_keys(auto, "data", "secret")[k]} == {
+        "generator", "lists", "gd_teacher", "export"}
 
 
 def test_cgan_presets_apply_to_their_dataset_only():

@@ -6,14 +6,15 @@ import json
 from typer.testing import CliRunner
 
 from experiments.cli import full_app
-from experiments.reports import latest_rows, merged_rows, select
+from experiments.reports import merged_rows
+from experiments.selection import cell_rows, latest_rows, select
+from tests.unit.test_results_rows import grid_row
 
 
 def row(seed: int, finished: str, test: float, kd_weight: float = 1.0) -> dict:
-    return {"dataset": "d", "family": "bpr", "method": "rd", "fraction": 0.5, "seed": seed,
-            "hyperparameters": {"kd_weight": kd_weight}, "key": f"rd-{seed}-{kd_weight}", "finished_at": finished,
-            "valid": {"NDCG@50": test / 2}, "test": {"HR@50": test, "NDCG@50": test / 2}, "cell_seconds": 1.0,
-            "params": 50, "teacher_params": 100, "inference": {"batch_users": 8, "seconds": 0.01}}
+    return grid_row(method="rd", seed=seed, hyperparameters={"kd_weight": kd_weight}, key=f"rd-{seed}-{kd_weight}",
+                    finished_at=finished, valid={"NDCG@50": test / 2}, test={"HR@50": test, "NDCG@50": test / 2},
+                    cell_seconds=1.0, params=50, teacher_params=100, inference={"batch_users": 8, "seconds": 0.01})
 
 
 def write(path, rows):
@@ -31,9 +32,10 @@ def test_rows_merge_in_finishing_order_and_a_copied_row_counts_once(tmp_path):
     rows = merged_rows([first, second])
     assert [(r["seed"], r["test"]["HR@50"]) for r in rows] == [(0, 0.3), (1, 0.4), (0, 0.1), (0, 0.5)]
     # the cell that finished last wins, whichever file it came from
-    latest = {r["seed"]: r["test"]["HR@50"] for r in latest_rows(rows)}
+    latest = {r.seed: r.test["HR@50"] for r in latest_rows(cell_rows(rows))}
     assert latest == {0: 0.5, 1: 0.4}
-    assert select(latest_rows(merged_rows([second, first])), "bpr", "rd", 0.5).values("test", "HR@50") == [0.5, 0.4]
+    merged = latest_rows(cell_rows(merged_rows([second, first])))
+    assert select(merged, "bpr", "rd", 0.5).values("test", "HR@50") == [0.5, 0.4]
 
 
 def test_report_reads_several_results_files_and_saves_their_union(tmp_path):

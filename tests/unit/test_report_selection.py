@@ -1,13 +1,18 @@
 """Hyperparameter selection in the reports: validation only, among the settings run on the most seeds; grid.md."""
 
-from experiments.reports import grid, select, table2
+from dataclasses import replace
+
+from experiments.results import CellRow
+from experiments.selection import select
+from experiments.tables import grid, table2
+from tests.unit.test_results_rows import grid_row
 
 
 def row(seed: int, valid: float, test: float, kd_weight: float = 1.0, temperature: float = 2.0,
-        method: str = "cd", fraction: float = 0.5) -> dict:
-    return {"dataset": "d", "family": "bpr", "method": method, "fraction": fraction, "seed": seed,
-            "hyperparameters": {"kd_weight": kd_weight, "temperature": temperature},
-            "valid": {"NDCG@50": valid}, "test": {"HR@50": test, "NDCG@50": test / 2}}
+        method: str = "cd", fraction: float = 0.5) -> CellRow:
+    return CellRow.from_dict(grid_row(method=method, fraction=fraction, seed=seed,
+                                      hyperparameters={"kd_weight": kd_weight, "temperature": temperature},
+                                      valid={"NDCG@50": valid}, test={"HR@50": test, "NDCG@50": test / 2}))
 
 
 def test_the_best_mean_validation_wins_and_the_test_item_selects_nothing():
@@ -15,7 +20,7 @@ def test_the_best_mean_validation_wins_and_the_test_item_selects_nothing():
             row(0, 0.13, 0.20, kd_weight=0.1), row(1, 0.11, 0.30, kd_weight=0.1)]  # mean valid 0.12: wins
     chosen = select(rows, "bpr", "cd", 0.5)
     assert chosen.hyperparameters == {"kd_weight": 0.1, "temperature": 2.0}
-    assert chosen.candidates == 2 and [r["seed"] for r in chosen.rows] == [0, 1]
+    assert chosen.candidates == 2 and [r.seed for r in chosen.rows] == [0, 1]
     assert chosen.values("test", "HR@50") == [0.20, 0.30]
 
 
@@ -48,9 +53,7 @@ def test_grid_says_so_when_nothing_had_more_than_one_setting():
 
 def test_grid_compares_gd_temperatures_at_the_papers_lambda():
     def gd(seed, valid, temperature, lam):
-        r = row(seed, valid, 0.2, method="gd")
-        r["hyperparameters"] = {"lambda": lam, "temperature": temperature}
-        return r
+        return replace(row(seed, valid, 0.2, method="gd"), hyperparameters={"lambda": lam, "temperature": temperature})
     rows = [gd(0, 0.1, 1.0, 0.7), gd(0, 0.2, 2.0, 0.7), gd(0, 0.9, 2.0, 0.3)]  # lambda 0.3 belongs to fig4
     text = grid(rows, "d")
     assert "lambda 0.3" not in text
@@ -59,28 +62,27 @@ def test_grid_compares_gd_temperatures_at_the_papers_lambda():
 
 def test_table2_says_which_gd_sampler_revisions_its_rows_used():
     def gd(seed, revision=None):
-        r = row(seed, 0.1, 0.2, method="gd")
-        r.update(hyperparameters={"lambda": 0.7, "temperature": 2.0}, params=10, teacher_params=20)
-        r["settings"] = {} if revision is None else {"student_sampler": revision}
-        return r
+        return replace(row(seed, 0.1, 0.2, method="gd"), hyperparameters={"lambda": 0.7, "temperature": 2.0},
+                       params=10, teacher_params=20, settings={} if revision is None else {"student_sampler": revision})
     assert "GD student sampler: revision 2 (2 rows)." in table2([gd(0, 2), gd(1, 2)], "d")
     mixed = table2([gd(0), gd(1, 2)], "d")  # a row without the field predates the revision: 1
     assert "revision 1 (1 rows), revision 2 (1 rows) - mixed" in mixed
-    assert "GD student sampler" not in table2([row(0, 0.1, 0.2) | {"params": 10}], "d")
+    assert "GD student sampler" not in table2([replace(row(0, 0.1, 0.2), params=10)], "d")
 
 
 def test_inference_times_come_from_one_machine_the_one_with_most_rows():
-    from experiments.reports import inference_times
+    from experiments.selection import inference_times
 
-    def timed(method: str, fraction: float, seconds: float, cpu: str, family: str = "neumf") -> dict:
-        return {"family": family, "method": method, "fraction": fraction, "inference": {"seconds": seconds},
-                "machine": {"cpu": cpu, "device": "cpu", "torch_threads": 1}}
+    def timed(method: str, fraction: float, seconds: float, cpu: str, family: str = "neumf") -> CellRow:
+        return CellRow.from_dict(grid_row(family=family, method=method, fraction=fraction,
+                                          inference={"seconds": seconds},
+                                          machine={"cpu": cpu, "device": "cpu", "torch_threads": 1}))
 
     rows = [timed("teacher", 1.0, 0.010, "A"), timed("student", 0.5, 0.004, "A"), timed("cd", 0.5, 0.006, "A"),
             timed("teacher", 1.0, 0.100, "B"), timed("gd", 0.5, 0.050, "B"),  # a slower CPU, fewer rows
-            timed("teacher", 1.0, 9.0, "B", family="bpr"), {"family": "neumf", "method": "student", "fraction": 0.3}]
+            timed("teacher", 1.0, 9.0, "B", family="bpr")]
     machine, times = inference_times(rows, "neumf", [1.0, 0.5, 0.3])
     assert machine == "A (cpu, 1 threads)"
-    assert times == {1.0: [10.0], 0.5: [4.0, 6.0]}  # ms; machine B's rows and the untimed 30% row are left out
+    assert times == {1.0: [10.0], 0.5: [4.0, 6.0]}  # ms; machine B's rows are left out, no row timed 30%
     assert inference_times(rows, "bpr", [1.0, 0.5]) == ("B (cpu, 1 threads)", {1.0: [9000.0]})
     assert inference_times(rows, "mf", [1.0]) == (None, {})

@@ -2,12 +2,14 @@
 
 import pytest
 
-from experiments.reports import lambda_sweep
+from experiments.figures import lambda_sweep
+from experiments.results import CellRow
+from tests.unit.test_results_rows import grid_row
 
 
-def gd_row(seed: int, lam: float, hr: float, fraction: float = 0.5, family: str = "bpr") -> dict:
-    return {"dataset": "d", "family": family, "method": "gd", "fraction": fraction, "seed": seed,
-            "hyperparameters": {"lambda": lam, "temperature": 2.0}, "valid": {"NDCG@50": 0.1}, "test": {"HR@50": hr}}
+def gd_row(seed: int, lam: float, hr: float, fraction: float = 0.5, family: str = "bpr") -> CellRow:
+    return CellRow.from_dict(grid_row(family=family, method="gd", fraction=fraction, seed=seed,
+                                      hyperparameters={"lambda": lam, "temperature": 2.0}, test={"HR@50": hr}))
 
 
 def test_points_average_only_the_seeds_that_ran_every_lambda():

@@ -12,7 +12,7 @@ import shared.training as training
 from data_owner.data.split import LeaveOneOutSplit
 from data_owner.teacher import Pretraining, train_base_model
 from experiments.baselines import train_kd_student
-from model_consumer.distill import DistillConfig, distill_student
+from shared.distillation import DistillConfig, distill_student
 from shared.models import config_at_fraction
 from shared.training import TrainConfig
 from tests.unit.test_baselines import FAMILIES, board_split

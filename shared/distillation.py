@@ -10,6 +10,15 @@ the negative BCE terms, half their per-pair sum, so against a per-pair sum form 
 family). Its user index is the export's token order. The function takes an `ExportBundle` and nothing else: it
 cannot be handed raw data.
 
+Ranking-aware transfer (`DistillConfig.transfer`), beyond the paper's equal positives and pointwise L_GD:
+    "paper"     L_GF with every listed item an equal positive, L_GD the BCE of eq. 6 (the default, the paper's);
+    "listwise"  per user, the student's softmax over the list and `negatives` sampled catalog items (at t) is fitted
+                to the teacher's softmax over the list (z^T = t * logit(q), recovered from the shipped targets):
+                L_S = L_GF + lambda * (L_GD + L_list), L_list = -sum_i p^T_ui log p^S_ui. It carries the teacher's
+                order within the list and pushes the sampled items below it;
+    "weighted"  L_GF with each listed item weighted by its soft target (w = q / mean of the user's q), so items
+                the teacher ranks low count less as positives; L_GD as in the paper.
+
 Model selection without data: one listed item per user (chosen at random) is held out of training and the epoch
 is selected on how well the student ranks it among the items outside the rest of the list ("list fidelity").
 
@@ -57,6 +66,20 @@ class DistillConfig:
     progress: bool = True
     checkpoint_dir: str | None = None  # resumable training state (shared.training); None: none kept
     checkpoint_every_s: float = 300.0
+    transfer: str = "paper"  # "paper", "listwise" or "weighted" (see the module docstring)
+    negatives: int = 50  # listwise: catalog items sampled per user outside the list, each epoch
+
+    def __post_init__(self) -> None:
+        if self.transfer not in TRANSFERS:
+            raise ValueError(f"transfer must be one of {list(TRANSFERS)}, got {self.transfer!r}")
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be at least 1, got {self.negatives}")
+
+
+TRANSFERS = ("paper", "listwise", "weighted")
+# settings added after the paper's transfer: left out of the fingerprint at their defaults, so that the runs keyed
+# before they existed keep their keys
+_FINGERPRINT_DEFAULTS = {"transfer": "paper", "negatives": 50}
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,68 @@ class GDSampler:
             yield GDBatch(pairs, torch.from_numpy(targets[sl]))
 
 
+@dataclass(frozen=True)
+class ListBatch:
+    users: torch.Tensor  # int64 [B]
+    items: torch.Tensor  # int64 [B, L], -1 = no item (held out)
+    soft_targets: torch.Tensor  # float32 [B, L]
+    negatives: torch.Tensor  # int64 [B, M], outside each user's list
+
+    def to(self, device: torch.device | str) -> ListBatch:
+        return ListBatch(self.users.to(device), self.items.to(device), self.soft_targets.to(device),
+                         self.negatives.to(device))
+
+
+class ListSampler:
+    """Each epoch: every user once, shuffled, with their whole list, its soft targets and `negatives` catalog items
+    drawn outside the list (held-out item included, as in `GDSampler`); about `batch_size` listed pairs a batch."""
+
+    def __init__(self, lists: np.ndarray, targets: np.ndarray, n_items: int, batch_size: int, negatives: int,
+                 exclude: np.ndarray | None = None) -> None:
+        self.lists, self.targets, self.negatives = lists, targets, negatives
+        exclude = lists if exclude is None else exclude
+        listed = exclude >= 0
+        self.listed = ItemSets.from_pairs(np.nonzero(listed)[0].astype(np.int64), exclude[listed], lists.shape[0],
+                                          n_items)
+        self.users = np.flatnonzero((lists >= 0).any(1)).astype(np.int64)
+        self.per_batch = max(1, batch_size // max(1, lists.shape[1]))
+
+    def __call__(self, epoch: int, rng: np.random.Generator):
+        order = rng.permutation(self.users)
+        negatives = sample_negatives(np.repeat(order, self.negatives), self.listed, rng).reshape(order.size, -1)
+        for start in range(0, order.size, self.per_batch):
+            users = order[start : start + self.per_batch]
+            yield ListBatch(torch.from_numpy(users), torch.from_numpy(self.lists[users]),
+                            torch.from_numpy(self.targets[users]),
+                            torch.from_numpy(negatives[start : start + self.per_batch]))
+
+
+def listwise_loss(model: Recommender, batch: ListBatch, temperature: float, lam: float) -> torch.Tensor:
+    """L_GF + lambda * (L_GD + L_list) on one batch of whole lists (see the module docstring): L_GF pairs each listed
+    item with one of the user's sampled items, L_GD is eq. 6 on the listed items, L_list the cross-entropy of the
+    student's softmax over list + sampled items against the teacher's softmax over the list."""
+    valid = batch.items >= 0
+    items = batch.items.clamp_min(0)
+    users = batch.users[:, None]
+    n_users, length = items.shape
+    negatives = batch.negatives
+    paired = negatives[:, torch.arange(length, device=items.device) % negatives.shape[1]]
+    flat_users = users.expand(-1, length)[valid]
+    l_gf = model.loss(PairBatch(flat_users, items[valid], paired[valid]))
+    s_list = model.score(users.expand(-1, length).reshape(-1), items.reshape(-1)).reshape(n_users, length)
+    s_neg = model.score(users.expand(-1, negatives.shape[1]).reshape(-1), negatives.reshape(-1)).reshape(
+        n_users, -1)
+    l_gd = soft_target_bce(s_list[valid], batch.soft_targets[valid], temperature)
+    tiny = torch.finfo(torch.float32).eps
+    teacher = torch.logit(batch.soft_targets.clamp(tiny, 1 - tiny))  # = z^T / t
+    teacher = teacher.masked_fill(~valid, -torch.inf)
+    p_teacher = torch.softmax(teacher, dim=1)
+    student = torch.cat([s_list.masked_fill(~valid, -torch.inf), s_neg], dim=1) / temperature
+    log_p = torch.log_softmax(student, dim=1)[:, :length]
+    l_list = -(p_teacher * log_p.masked_fill(~valid, 0.0)).sum(1).mean()
+    return l_gf + lam * (l_gd + l_list)
+
+
 # DistillConfig fields that change how a run is watched or saved, not what it computes
 _NOT_IN_FINGERPRINT = ("progress", "checkpoint_dir", "checkpoint_every_s")
 
@@ -134,7 +219,8 @@ _NOT_IN_FINGERPRINT = ("progress", "checkpoint_dir", "checkpoint_every_s")
 def settings_fingerprint(config: DistillConfig) -> str:
     """sha256 of the settings that change the student (all but progress display and checkpointing) and the sampler
     revision."""
-    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT
+                and not (k in _FINGERPRINT_DEFAULTS and v == _FINGERPRINT_DEFAULTS[k])}
     return hashlib.sha256(json.dumps({"settings": settings, "sampler": SAMPLER_REVISION}, sort_keys=True).encode()
                           ).hexdigest()
 
@@ -149,6 +235,32 @@ def run_fingerprint(export: ExportBundle, config: DistillConfig) -> str:
         "settings": settings_fingerprint(config),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class _PairWeights:
+    """w_ui = q_ui / mean of user u's listed q (1 on average per user), looked up by (user, item) on any device."""
+
+    def __init__(self, lists: np.ndarray, targets: np.ndarray) -> None:
+        keep = lists >= 0
+        users = np.nonzero(keep)[0].astype(np.int64)
+        q = targets[keep].astype(np.float64)
+        mean = np.bincount(users, weights=q, minlength=lists.shape[0]) / np.maximum(
+            1, np.bincount(users, minlength=lists.shape[0]))
+        self.n_items = int(lists.max()) + 1 if keep.any() else 1
+        self.keys = torch.from_numpy(users * self.n_items + lists[keep])
+        order = torch.argsort(self.keys)
+        self.keys = self.keys[order]
+        self.values = torch.from_numpy((q / np.maximum(mean[users], 1e-12)).astype(np.float32))[order]
+
+    def __getitem__(self, index: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        users, items = index
+        query = (users.cpu() * self.n_items + items.cpu())
+        position = torch.searchsorted(self.keys, query).clamp_max(self.keys.numel() - 1)
+        return self.values[position].to(users.device)
+
+
+def _gf_weights(lists: np.ndarray, targets: np.ndarray) -> _PairWeights:
+    return _PairWeights(lists, targets)
 
 
 def distill_student(export: ExportBundle, config: DistillConfig, device: torch.device | str = "cpu") -> StudentRun:
@@ -185,10 +297,18 @@ def distill_student(export: ExportBundle, config: DistillConfig, device: torch.d
         def validate() -> dict[str, float]:
             return evaluate(model.score_all, users, held, exclude=[rest_sets], ks=(50,), device=device).metrics
 
-    sampler = GDSampler(train_lists, train_targets, n_items, config.batch_size, exclude=lists)
+    if config.transfer == "listwise":
+        sampler: GDSampler | ListSampler = ListSampler(train_lists, train_targets, n_items, config.batch_size,
+                                                       config.negatives, exclude=lists)
+    else:
+        sampler = GDSampler(train_lists, train_targets, n_items, config.batch_size, exclude=lists)
+    weights = _gf_weights(train_lists, train_targets) if config.transfer == "weighted" else None
 
-    def loss_fn(batch: GDBatch) -> torch.Tensor:
-        l_gf = model.loss(batch.pairs)
+    def loss_fn(batch: Any) -> torch.Tensor:
+        if isinstance(batch, ListBatch):
+            return listwise_loss(model, batch, temperature, config.lam)
+        w = None if weights is None else weights[batch.pairs.users, batch.pairs.pos_items]
+        l_gf = model.loss(batch.pairs, w)
         student_logits = model.score(batch.pairs.users, batch.pairs.pos_items)
         l_gd = soft_target_bce(student_logits, batch.soft_targets, temperature)
         return l_gf + config.lam * l_gd
