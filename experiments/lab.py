@@ -38,7 +38,9 @@ from data_owner.config import (
 )
 from data_owner.data import DataFormatError, DatasetUnavailableError, LeaveOneOutSplit
 from data_owner.export import user_token
-from data_owner.gan import GeneratedLists, generator_scorer, top_lists
+from data_owner.gan import generator_scorer
+from data_owner.generators import ListGenerator
+from data_owner.lists import GeneratedLists, top_lists
 from data_owner.pipeline import load_split
 from data_owner.teacher import DEFAULT_KS, TeacherRun, train_base_model
 from experiments.presets import GD_LAMBDA, STUDENT_EPOCHS, STUDENT_FRACTION
@@ -72,6 +74,10 @@ class LabConfig(ChainConfig):
     lam: float = GD_LAMBDA
     student_epochs: int = STUDENT_EPOCHS
     list_source: str = "generator"  # one of LIST_SOURCES
+    # the GD student's regularisation factors and transfer (shared.distillation.DistillConfig); the defaults are the
+    # paper's single student at the teacher's regularisation
+    student_reg_factors: tuple[float, ...] = (1.0,)
+    student_transfer: str = "paper"
     # where the stage being trained keeps its resumable training state (shared.training); None: nowhere. Not a
     # setting of the result: it never enters a cache key.
     checkpoint_dir: str | None = None
@@ -109,6 +115,8 @@ class StageResult:
 
     @property
     def params(self) -> int:
+        if isinstance(self.model, ListGenerator):  # the teacher family holds the KD teacher's, counted there
+            return self.model.num_parameters()
         return sum(p.numel() for p in self.model.parameters())
 
 
@@ -178,9 +186,14 @@ def train_kd_teacher(config: LabConfig, split: LeaveOneOutSplit, train_split: Le
 
 
 def train_generator(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
-                    device) -> GeneratorStage:
-    """Stages 2-3 (`data_owner.stages.cgan`, `lists`): the CGAN selected on validation HR@50 of GF_u, and its
-    generated lists; GF_u's own metrics as a recommender on the true split."""
+                    device, kd_teacher: Callable[[], StageResult] | None = None,
+                    secret: bytes | None = None) -> GeneratorStage:
+    """Stages 2-3: the list generator of `config.generator` (`data_owner.stages.generator`, `generator_lists`; the
+    CGAN through `stages.cgan` / `stages.lists`, as the reproduction always ran it) and its lists; the generator's
+    own metrics as a recommender on the true split. `kd_teacher()` is called only for the families that read it
+    (teacher, auto); `secret` keys auto's dry-run exports (default `lab_secret(config.seed)`)."""
+    if config.generator != "cgan":
+        return _train_list_generator(config, split, train_split, device, kd_teacher, secret)
     started = time.perf_counter()
     gan = stages.cgan(train_split, config, device)
     g_valid, g_test = evaluate_scorer(generator_scorer(gan.generator, train_split.train, config.seed), split, device)
@@ -188,6 +201,27 @@ def train_generator(config: LabConfig, split: LeaveOneOutSplit, train_split: Lea
     stage = StageResult(gan.generator, g_valid, g_test, time.perf_counter() - started, gan.best_epoch,
                         note=f"best epoch {gan.best_epoch}, {gan.seconds_per_epoch:.2f} s/epoch")
     return GeneratorStage(lists, stage, gan.seconds_per_epoch, lists.observed_share(split.train))
+
+
+def _train_list_generator(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit, device,
+                          kd_teacher: Callable[[], StageResult] | None, secret: bytes | None) -> GeneratorStage:
+    started = time.perf_counter()
+    kd = None
+    if config.uses_kd_teacher_for_lists:
+        if kd_teacher is None:
+            raise ValueError(f"generator {config.generator!r} needs the KD teacher")
+        kd = kd_teacher().model
+    source, selection = stages.generator(train_split, split, config, device, kd,
+                                         lab_secret(config.seed) if secret is None else secret)
+    scorer = source.scorer(train_split.train, config.seed if source.own_noise else None, device)
+    g_valid, g_test = evaluate_scorer(scorer, split, device)
+    lists = stages.generator_lists(source, train_split, config, device)
+    stage = StageResult(source, g_valid, g_test, time.perf_counter() - started,
+                        int(source.report.chosen.get("epoch", 0)), note=f"{source.family} {source.settings()}",
+                        extra={"family": source.family, "settings": source.settings(),
+                               "fit": source.report.to_dict(), "selection": selection,
+                               "statistics": lists.statistics(split.train)})
+    return GeneratorStage(lists, stage, 0.0, lists.observed_share(split.train))
 
 
 def teacher_top_lists(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
@@ -210,7 +244,7 @@ def list_stage(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOne
     called for those)."""
     if config.list_source == "teacher":
         return teacher_top_lists(config, split, train_split, kd_teacher(), device)
-    return train_generator(config, split, train_split, device)
+    return train_generator(config, split, train_split, device, kd_teacher)
 
 
 def train_gd_teacher(config: LabConfig, split: LeaveOneOutSplit, train_split: LeaveOneOutSplit,
@@ -229,6 +263,7 @@ def train_gd_student(config: LabConfig, split: LeaveOneOutSplit, gd_teacher: Rec
     student = distill_student(
         export,
         DistillConfig(fraction=config.fraction, lam=config.lam, epochs=config.student_epochs,
+                      reg_factors=config.student_reg_factors, transfer=config.student_transfer,
                       lr=config.teacher_settings.lr, batch_size=config.batch_size, patience=config.patience,
                       eval_every=config.eval_every, seed=config.seed, progress=config.progress,
                       checkpoint_dir=config.checkpoint_dir),

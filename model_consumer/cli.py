@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from shared.distillation import DistillConfig
+
 app = typer.Typer(help="GD-REC model consumer: learns from the owner's export alone and serves top-K.",
                   no_args_is_help=True, add_completion=False)
 log = logging.getLogger("gdrec.consumer")
@@ -105,18 +107,32 @@ def pull(
                f"fetched now starting at page {result.resumed_at}; {state}; stored in {store.root}")
 
 
+_DISTILL = DistillConfig()  # the defaults of the distill command
+
+
 @app.command()
 def distill(
     data_dir: DataDirOption = None,
-    fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="student size / teacher size")] = 0.5,
-    lam: Annotated[float, typer.Option("--lambda", min=0.0, help="weight of L_GD")] = 0.7,
+    fraction: Annotated[float, typer.Option(min=0.01, max=1.0, help="student size / teacher size")] = (
+        _DISTILL.fraction),
+    lam: Annotated[float, typer.Option("--lambda", min=0.0, help="weight of L_GD")] = _DISTILL.lam,
     temperature: Annotated[float | None, typer.Option(
         min=1e-3, help="t of eq. 6 (default: the export's; another t re-tempers the shipped soft targets)")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 100,
-    lr: Annotated[float, typer.Option(min=0.0)] = 5e-3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 1000,
-    patience: Annotated[int, typer.Option(min=0)] = 5,
-    eval_every: Annotated[int, typer.Option(min=1)] = 5,
+    epochs: Annotated[int, typer.Option(min=1)] = _DISTILL.epochs,
+    lr: Annotated[float, typer.Option(min=0.0)] = _DISTILL.lr,
+    batch_size: Annotated[int, typer.Option(min=1)] = _DISTILL.batch_size,
+    patience: Annotated[int, typer.Option(min=0)] = _DISTILL.patience,
+    eval_every: Annotated[int, typer.Option(min=1)] = _DISTILL.eval_every,
+    reg: Annotated[float | None, typer.Option(
+        min=0.0, help="the student's L2 regularisation (default: the teacher's, from the export's teacher card)"
+    )] = None,
+    reg_factors: Annotated[str, typer.Option(
+        help="comma-separated factors on --reg: one student per factor, the one that best ranks a held-out item "
+             "of each user's list is kept (data-free); '1' trains one student")] = ",".join(
+        f"{f:g}" for f in _DISTILL.reg_factors),
+    transfer: Annotated[str, typer.Option(
+        help="paper (L_GF + lambda L_GD, eq. 6), listwise (adds the teacher's softmax over each list) or "
+             "weighted (L_GF weighted by the soft targets)")] = _DISTILL.transfer,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:n]")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -134,15 +150,17 @@ def distill(
     from model_consumer.store import ExportStore, StoreError
     from model_consumer.students import distill_and_publish
     from shared.device import resolve_device
-    from shared.distillation import DistillConfig
+
 
     settings = _settings(data_dir=data_dir, device=device, checkpoint_every_s=checkpoint_every)
     try:
         bundle = ExportStore(settings.layout.export).load_bundle()
         resolved = resolve_device(None if settings.device == "auto" else settings.device)
+        factors = tuple(float(f) for f in reg_factors.split(",") if f.strip())
         config = DistillConfig(fraction=fraction, lam=lam, temperature=temperature, epochs=epochs, lr=lr,
                                batch_size=batch_size, patience=patience, eval_every=eval_every, seed=seed,
-                               progress=progress, checkpoint_every_s=settings.checkpoint_every_s)
+                               progress=progress, checkpoint_every_s=settings.checkpoint_every_s, reg=reg,
+                               reg_factors=factors, transfer=transfer)
         card = distill_and_publish(bundle, config, settings.layout, resolved, resumable=True, restart=restart)
     except (StoreError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None

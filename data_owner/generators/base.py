@@ -76,6 +76,10 @@ class ListGenerator(ABC):
         """Rebuild from `settings()` and `_state()`."""
 
     # -- shared behaviour
+    def num_parameters(self) -> int:
+        """Numbers the generator holds (the teacher family holds none of its own: it is the KD teacher)."""
+        return sum(t.numel() for t in self._state().values())
+
     def scorer(self, train: ItemSets, seed: int | None = None, device: torch.device | str = "cpu"):
         """`score_all(users) -> [B, n]` for evaluation and list building; with `seed`, the generator's own noise is
         drawn from it (None: noiseless)."""

@@ -6,7 +6,8 @@ for each candidate family it fits the generator, draws the lists, builds the exp
 teacher's soft targets), runs the consumer's distillation on it as a dry run (`shared.distillation`, the very code
 the consumer runs, with the consumer's default settings), and scores that student on the owner's validation items
 (the user's real history excluded). The candidate whose student ranks the validation item best (HR@50, ties
-NDCG@50) wins. Nothing of the dry run leaves the owner.
+NDCG@50) wins. Nothing of the dry run leaves the owner. Each dry run trains one student, at the middle of the
+regularisation factors the consumer chooses among (`DRY_RUN_REG_FACTORS`).
 
 Candidates are fitted in the order given until `budget_s` seconds have passed (at least one always runs); the
 report lists every candidate's own validation numbers, its student's, its list statistics and its seconds."""
@@ -32,7 +33,9 @@ from shared.models import Recommender
 
 log = logging.getLogger(__name__)
 
-DRY_RUN_SEED_OFFSET = 0  # the dry-run student uses the chain's seed
+# one dry-run student per candidate, at the middle of the consumer's regularisation factors (shared.distillation
+# REG_FACTORS): the candidates are compared, not the factors, and each candidate then costs one student
+DRY_RUN_REG_FACTORS = (0.1,)
 
 
 @dataclass
@@ -103,7 +106,8 @@ def choose_generator(
     module docstring). `split` is the true split (whose validation items and histories score the students)."""
     if not families:
         raise ValueError("generator selection needs at least one candidate family")
-    distill = replace(distill or DistillConfig(), seed=seed, progress=False, checkpoint_dir=None)
+    distill = replace(distill or DistillConfig(reg_factors=DRY_RUN_REG_FACTORS), seed=seed, progress=False,
+                      checkpoint_dir=None)
     started = time.perf_counter()
     candidates: list[Candidate] = []
     skipped: list[str] = []

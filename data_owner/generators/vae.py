@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from data_owner.data import LeaveOneOutSplit
-from data_owner.generators.base import FitReport, ListGenerator, dense_rows, selection_key, validation_metrics
+from data_owner.generators.base import FitReport, ListGenerator, selection_key, validation_metrics
 from shared.interactions import ItemSets
 from shared.models import seeded_module
 
@@ -70,12 +70,35 @@ class MultVAENet(nn.Module):
             nn.init.normal_(layer.bias, 0.0, 0.001, generator=generator)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.tanh(self.enc(F.normalize(x, dim=1)))
+        """`x`: the users' (L2-normalised) input rows, dense [B, n] or sparse COO [B, n] (the input layer then costs
+        the users' histories, not the catalog)."""
+        if x.is_sparse:
+            h = torch.tanh(torch.sparse.mm(x, self.enc.weight.T) + self.enc.bias)
+        else:
+            h = torch.tanh(self.enc(F.normalize(x, dim=1)))
         mu, logvar = self.enc_out(h).chunk(2, dim=1)
         return mu, logvar
 
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.dec_out(torch.tanh(self.dec(z)))
+
+
+def normalised_rows(train: ItemSets, users: np.ndarray, device: torch.device | str, dropout: float = 0.0,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The users' training rows as a sparse COO [B, n] input, L2-normalised after dropping each entry with
+    probability `dropout` (drawn from `generator`); also the (row, item) of every entry, for the likelihood."""
+    rows, cols = train.gather(users)
+    rows_t = torch.as_tensor(rows, device=device)
+    cols_t = torch.as_tensor(cols, device=device)
+    keep = torch.ones(rows_t.shape, dtype=torch.bool, device=device)
+    if dropout > 0 and rows.size:
+        keep = torch.rand(rows_t.shape, generator=generator, device=device) >= dropout
+    kept = torch.zeros(users.size, device=device).index_add_(0, rows_t, keep.float())
+    values = keep.float() / kept.clamp_min(1.0).sqrt()[rows_t]
+    x = torch.sparse_coo_tensor(torch.stack([rows_t, cols_t]), values, (users.size, train.n_items),
+                                check_invariants=False).coalesce()
+    return x, rows_t, cols_t
 
 
 class MultVAE(ListGenerator):
@@ -92,7 +115,7 @@ class MultVAE(ListGenerator):
     @torch.no_grad()
     def logits(self, users: torch.Tensor, train: ItemSets, noise: torch.Generator | None = None) -> torch.Tensor:
         device = next(self.net.parameters()).device
-        x = dense_rows(train, users.detach().cpu().numpy().astype(np.int64), device)
+        x, _, _ = normalised_rows(train, users.detach().cpu().numpy().astype(np.int64), device)
         mu, logvar = self.net.encode(x)
         if noise is not None:
             eps = torch.randn(mu.shape, generator=noise, device=device)
@@ -136,16 +159,11 @@ def fit_vae(trained_on: LeaveOneOutSplit, settings: VAESettings, seed: int = 0,
         perm = order_rng.permutation(users)
         for start in range(0, users.size, settings.batch_size):
             batch = perm[start: start + settings.batch_size]
-            x = dense_rows(train, batch, device)
-            if settings.dropout > 0:
-                keep = torch.rand(x.shape, generator=draws, device=device) >= settings.dropout
-                x_in = x * keep / (1 - settings.dropout)
-            else:
-                x_in = x
+            x_in, rows, cols = normalised_rows(train, batch, device, settings.dropout, draws)
             mu, logvar = net.encode(x_in)
             z = mu + torch.randn(mu.shape, generator=draws, device=device) * torch.exp(0.5 * logvar)
             log_probs = F.log_softmax(net.decode(z), dim=1)
-            nll = -(log_probs * x).sum(1).mean()
+            nll = -log_probs[rows, cols].sum() / batch.size
             kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
             beta = min(settings.beta_cap, settings.beta_cap * step / settings.anneal_steps)
             loss = nll + beta * kl

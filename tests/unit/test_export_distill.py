@@ -217,3 +217,58 @@ def test_a_student_temperature_other_than_the_exports_re_tempers_the_soft_target
     # eq. 6 with one t: q = sigmoid(z^T / 5), not the shipped sigmoid(z^T / 2)
     assert targets[0] == pytest.approx(sig(1.5 / 5), rel=1e-6)
     assert targets[2] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_weighted_transfer_weighs_each_listed_pair_by_its_soft_target_by_hand(monkeypatch):
+    export = tiny_gd_export()
+    q = dict(zip(export.users[0].items, export.users[0].soft_targets, strict=True))
+    w = {0: q["a"] / ((q["a"] + q["c"]) / 2), 2: q["c"] / ((q["a"] + q["c"]) / 2)}  # q / the user's mean q
+    p, b, reg = 1.5, {0: 0.8, 1: -0.4, 2: 0.2}, 0.01
+    l_gf = sum(-w[i] * math.log(sig(p * b[i] - p * b[1])) for i in (0, 2)) / 2
+    l_gf += reg * sum(p**2 + b[i] ** 2 + b[1] ** 2 for i in (0, 2)) / 2
+    l_gd = (bce(sig(p * b[0] / 2), q["a"]) + bce(sig(p * b[2] / 2), q["c"])) / 2
+    model, sampler, loss_fn, _ = captured_training(export, monkeypatch, lam=0.7, transfer="weighted")
+    with torch.no_grad():
+        model.user_emb.weight.fill_(p)
+        model.item_emb.weight.copy_(torch.tensor([[b[0]], [b[1]], [b[2]]]))
+    for batch in sampler(0, np.random.default_rng(0)):
+        assert loss_fn(batch).item() == pytest.approx(l_gf + 0.7 * l_gd, rel=1e-5)
+
+
+def test_listwise_transfer_fits_the_teachers_softmax_over_the_list_by_hand(monkeypatch):
+    export = tiny_gd_export()
+    q = dict(zip(export.users[0].items, export.users[0].soft_targets, strict=True))
+    z = {0: 2 * math.log(q["a"] / (1 - q["a"])), 2: 2 * math.log(q["c"] / (1 - q["c"]))}  # z^T = t logit(q)
+    p_t = {i: math.exp(z[i] / 2) / (math.exp(z[0] / 2) + math.exp(z[2] / 2)) for i in (0, 2)}
+    p, b, reg, t = 1.5, {0: 0.8, 1: -0.4, 2: 0.2}, 0.01, 2.0
+    model, sampler, loss_fn, _ = captured_training(export, monkeypatch, lam=0.7, transfer="listwise", negatives=1)
+    with torch.no_grad():
+        model.user_emb.weight.fill_(p)
+        model.item_emb.weight.copy_(torch.tensor([[b[0]], [b[1]], [b[2]]]))
+    # the student's softmax over the list (0, 2) and the sampled item (1), at t
+    s = {i: p * b[i] / t for i in (0, 1, 2)}
+    log_norm = math.log(sum(math.exp(v) for v in s.values()))
+    l_list = -sum(p_t[i] * (s[i] - log_norm) for i in (0, 2))
+    l_gf = sum(-math.log(sig(p * b[i] - p * b[1])) for i in (0, 2)) / 2
+    l_gf += reg * sum(p**2 + b[i] ** 2 + b[1] ** 2 for i in (0, 2)) / 2
+    l_gd = (bce(sig(p * b[0] / 2), q["a"]) + bce(sig(p * b[2] / 2), q["c"])) / 2
+    batches = list(sampler(0, np.random.default_rng(0)))
+    assert len(batches) == 1 and batches[0].negatives.tolist() == [[1]]
+    assert loss_fn(batches[0]).item() == pytest.approx(l_gf + 0.7 * (l_gd + l_list), rel=1e-5)
+
+
+def test_the_students_regularisation_is_chosen_by_list_fidelity_among_the_factors():
+    export, _, teacher = make_export(length=8)
+    run = distill_student(export, DistillConfig(reg_factors=(1.0, 0.01), epochs=6, eval_every=2, progress=False,
+                                                lr=0.05))
+    tried = run.extra["reg_candidates"]
+    assert [c["reg"] for c in tried] == pytest.approx([teacher.reg, teacher.reg * 0.01])
+    best = max(tried, key=lambda c: c["fidelity_ndcg50"])
+    assert run.extra["reg"] == pytest.approx(best["reg"]) and run.model.reg == pytest.approx(best["reg"])
+    single = distill_student(export, DistillConfig(reg_factors=(1.0,), epochs=6, eval_every=2, progress=False,
+                                                   lr=0.05))
+    assert "reg_candidates" not in single.extra and single.model.reg == teacher.reg
+    with pytest.raises(ValueError, match="reg_factors"):
+        DistillConfig(reg_factors=())
+    with pytest.raises(ValueError, match="transfer must be one of"):
+        DistillConfig(transfer="ranking")

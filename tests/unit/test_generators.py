@@ -74,8 +74,9 @@ def test_knn_picks_k_and_shrinkage_on_validation_and_learns_the_checkerboard():
 # -- the VAE --------------------------------------------------------------------------------------------------------
 def test_vae_learns_the_checkerboard_and_its_posterior_noise_changes_the_draw():
     split = board_split(60, 20)
-    model = fit_generator("vae", split, seed=0, settings={"hidden": 16, "latent": 4, "epochs": 60, "eval_every": 10,
-                                                          "batch_size": 20, "anneal_steps": 50, "dropout": 0.2})
+    model = fit_generator("vae", split, seed=0, settings={"hidden": 16, "latent": 4, "epochs": 150, "eval_every": 10,
+                                                          "batch_size": 20, "anneal_steps": 50, "dropout": 0.2,
+                                                          "patience": 0})
     lists = model.lists(split.train, 2, include_observed=False, seed=0)
     half = split.n_items // 2
     own_half = (lists.items // half) == (np.arange(split.n_users)[:, None] % 2)
