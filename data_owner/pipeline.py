@@ -259,7 +259,15 @@ class _Chain:
         return bundle, {"export_id": bundle.manifest.export_id, "n_users": bundle.manifest.n_users,
                         "n_items": len(bundle.manifest.item_ids), "list_length": bundle.manifest.list_length,
                         "temperature": bundle.manifest.temperature, "consumer_id": c.consumer_id,
-                        "privacy": bundle.manifest.privacy.model_dump(), **self.inputs}
+                        "privacy": bundle.manifest.privacy.model_dump(), **self._list_source(), **self.inputs}
+
+    def _list_source(self) -> dict[str, Any]:
+        """What the export's lists came from, as the generator and lists stages recorded it: the family, its
+        settings and the lists' statistics (what an auditor reads beside the export)."""
+        generator = (read_stage(self.layout, "generator") or {}).get("summary", {})
+        lists = (read_stage(self.layout, "lists") or {}).get("summary", {})
+        return {"generator": {"family": generator.get("family"), "settings": generator.get("settings")},
+                "lists": {k: v for k, v in lists.items() if k not in ("generator", "rr_epsilon")}}
 
     def run(self, name: str, index: int, restart: bool) -> StageReport:
         """Run stage `name` unless it finished under the same key from the very outputs its input stages hold

@@ -94,3 +94,11 @@ def test_bad_generator_options_are_refused_before_any_training(environment):
                                      *PRODUCT_TINY, *extra])
         assert result.exit_code == 2 and message in result.output, result.output
         assert not (environment / "bad" / "stages").exists() or not any((environment / "bad" / "stages").iterdir())
+
+
+def test_the_export_record_names_its_list_source_and_list_statistics(auto):
+    layout, _ = auto
+    record = read_stage(layout, "export")["summary"]
+    chosen = read_stage(layout, "generator")["summary"]
+    assert record["generator"] == {"family": chosen["family"], "settings": chosen["settings"]}
+    assert record["lists"]["observed_share"] == 0.0 and record["lists"]["list_length"] == 8
