@@ -102,6 +102,7 @@ class StageCache:
         if path.is_file():
             with np.load(path, allow_pickle=False) as saved:
                 meta = json.loads(str(saved["meta"]))
+                meta.setdefault("family", "cgan" if config.list_source == "generator" else "kd-teacher-top-l")
                 lists = GeneratedLists(items=saved["items"], scores=saved["scores"],
                                        include_observed=bool(meta["include_observed"]), seed=int(meta["seed"]),
                                        n_items=int(meta["n_items"]))
@@ -116,6 +117,13 @@ class StageCache:
                 "generator": {"valid": g.valid, "test": g.test, "seconds": g.seconds, "best_epoch": g.best_epoch,
                               "params": g.params},
                 "settings": lists_settings_payload(config)}
+        if "family" in g.extra:  # a list generator other than the CGAN: which one, how it was fitted, its lists
+            meta.update(family=g.extra["family"], generator_settings=g.extra["settings"], fit=g.extra["fit"],
+                        statistics=g.extra["statistics"], selection=g.extra.get("selection"))
+            meta["generator"].update(family=g.extra["family"], settings=g.extra["settings"])
+        else:
+            meta.update(family=config.generator if config.list_source == "generator" else "kd-teacher-top-l",
+                        statistics=stage.lists.statistics(self.split.train))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as handle:
@@ -123,7 +131,8 @@ class StageCache:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        self.trained.append(f"{'CGAN' if config.list_source == 'generator' else 'teacher'} lists seed {config.seed}")
+        self.trained.append(f"{meta['family'] if config.list_source == 'generator' else 'teacher'} lists seed "
+                            f"{config.seed}")
         return CachedLists(stage.lists, meta)
 
     def gd_teacher(self, config: LabConfig) -> StageResult:
@@ -143,8 +152,15 @@ class StageCache:
 
 @dataclass
 class CachedLists:
-    """Generated lists with what was measured when they were made (the CGAN itself is not needed again)."""
+    """Generated lists with what was measured when they were made (the generator itself is not needed again)."""
 
     lists: GeneratedLists
-    meta: dict[str, Any]  # generator metrics as a recommender, seconds per epoch, observed share, settings
+    # the generator's family and metrics as a recommender, seconds per epoch, observed share, list statistics,
+    # settings; for a family other than the CGAN also its settings, fit report and (auto) selection report
+    meta: dict[str, Any]
+
+    @property
+    def family(self) -> str:
+        """The list generator that made the lists ("cgan", "itemknn", ...; under auto the chosen family)."""
+        return str(self.meta.get("family", "cgan"))
 

@@ -1,6 +1,7 @@
 """The comparison grid of `gdrec-lab run` (GD-REC section 4): its cells (dataset, family, method, seed, fraction,
 hyperparameters), the grid spec, and each cell's key: a hash of the cell and the settings its result depends on
-(the teacher's, the lists' and the GD teacher's settings payloads, the baseline options, the student sampler)."""
+(the teacher's, the lists' and the GD teacher's settings payloads, the baseline options, the student sampler, and
+the GD student's regularisation factors and transfer when they are not the paper's)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from shared.distillation import SAMPLER_REVISION as GD_SAMPLER_REVISION
 METHODS = ("teacher", "student", "rd", "cd", "bd", "gd")
 KD_METHODS = ("rd", "cd", "bd")
 RESULTS_NAME = "results.jsonl"
+DEFAULT_STUDENT_REG_FACTORS = LabConfig.student_reg_factors  # the paper's GD student: the teacher's regularisation
+DEFAULT_STUDENT_TRANSFER = LabConfig.student_transfer
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ def teacher_settings_payload(config: LabConfig) -> dict[str, Any]:
 
 
 def lists_settings_payload(config: LabConfig) -> dict[str, Any]:
+    """What the generated lists depend on: the data, the seed, the list generator's settings (the CGAN's, or for
+    another family its name and settings), the list length, include-observed and randomized response."""
     cgan = {k: v for k, v in config.cgan.identity().items() if k != "seed"}
     payload = {"dataset": dataset_identity(config.dataset), "seed": config.seed, "cgan": cgan,
                "list_length": config.list_length, "include_observed": config.include_observed,
@@ -143,6 +148,27 @@ def lists_settings_payload(config: LabConfig) -> dict[str, Any]:
     if config.list_source != "generator":  # absent otherwise: older keys stay valid
         del payload["cgan"]
         payload.update(list_source=config.list_source, teacher=teacher_settings_payload(config))
+    elif config.generator != "cgan":  # the CGAN's payload stays as it was, so its keys stay valid
+        del payload["cgan"]
+        payload.update(list_generator_payload(config))
+    return payload
+
+
+def list_generator_payload(config: LabConfig) -> dict[str, Any]:
+    """The settings of a list generator other than the CGAN: its family and its settings (for "auto" every
+    candidate's, the CGAN's among them when it competes, and the budget), with the KD teacher's settings for the
+    families that read it."""
+    families = config.auto_families if config.generator == "auto" else (config.generator,)
+    payload: dict[str, Any] = {
+        "generator": config.generator,
+        "generator_settings": {f: config.generator_settings[f] for f in families if f in config.generator_settings}}
+    if config.generator == "auto":
+        payload.update(auto_families=list(config.auto_families), auto_budget_s=config.auto_budget_s,
+                       temperature=config.temperature)
+        if "cgan" in config.auto_families:
+            payload["cgan"] = {k: v for k, v in config.cgan.identity().items() if k != "seed"}
+    if config.uses_kd_teacher_for_lists:
+        payload["teacher"] = teacher_settings_payload(config)
     return payload
 
 
@@ -161,6 +187,11 @@ def cell_settings(cell: Cell, config: LabConfig, baseline_options: dict[str, dic
     if cell.method == "gd":
         settings.update(gd_teacher=gd_teacher_settings_payload(config), student_epochs=config.student_epochs,
                         student_sampler=GD_SAMPLER_REVISION)  # a new revision reruns the GD cells
+        # absent at the paper's single student and transfer, so the keys of those cells stay what they were
+        if tuple(config.student_reg_factors) != DEFAULT_STUDENT_REG_FACTORS:
+            settings["student_reg_factors"] = list(config.student_reg_factors)
+        if config.student_transfer != DEFAULT_STUDENT_TRANSFER:
+            settings["student_transfer"] = config.student_transfer
     return settings
 
 

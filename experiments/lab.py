@@ -48,6 +48,7 @@ from shared.device import resolve_device
 from shared.distillation import DistillConfig, distill_student
 from shared.evaluation import evaluate
 from shared.models import Recommender, SizedConfig, config_at_fraction
+from shared.options import json_object
 from shared.schemas import ExportBundle
 from shared.training import TrainConfig
 
@@ -62,6 +63,8 @@ LAB_CONSUMER = "lab"  # the consumer id of the harness's in-process exports
 # research only, not data-free in spirit: the KD teacher's own top-L, which separates the generator's share of the
 # GD student's gap from the distillation's)
 LIST_SOURCES = ("generator", "teacher")
+LIST_GENERATOR_LABELS = {"cgan": "CGAN", "itemknn": "item-kNN", "vae": "Mult-VAE", "teacher": "Teacher-noise",
+                         "ease": "EASE", "auto": "Auto-selected"}
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,9 @@ def train_gd_student(config: LabConfig, split: LeaveOneOutSplit, gd_teacher: Rec
     valid, test = evaluate_scorer(student.model.score_all, split, device, users_map)
     return StageResult(student.model, valid, test, student.train.seconds, student.train.best_epoch,
                        note=f"lambda {config.lam}, t {config.temperature}", users_map=users_map,
-                       extra={"teacher_params": student.sizing.reference_params, "export": export})
+                       extra={"teacher_params": student.sizing.reference_params, "export": export,
+                              "student_reg": student.extra.get("reg"),
+                              "reg_candidates": student.extra.get("reg_candidates")})
 
 
 def student_config(config: LabConfig, split: LeaveOneOutSplit) -> SizedConfig:
@@ -329,7 +334,8 @@ def run_chain(config: LabConfig) -> tuple[list[Row], dict[str, Any]]:
     raw = train_raw_student(config, split, device)
     rows = [
         Row("Teacher (KD: raw data)", kd.params, kd.valid, kd.test, kd.seconds),
-        Row("CGAN generator as a recommender" if config.list_source == "generator"
+        Row(f"{LIST_GENERATOR_LABELS.get(config.generator, config.generator)} generator as a recommender"
+            if config.list_source == "generator"
             else "List source: the KD teacher's top-L (reference)", gen.generator.params, gen.generator.valid,
             gen.generator.test, gen.generator.seconds, gen.generator.note),
         Row("Teacher (GD: raw + generated)", gd.params, gd.valid, gd.test, gd.seconds),
@@ -387,11 +393,20 @@ def gd(
     fraction: Annotated[float, typer.Option(min=0.01, max=1.0)] = STUDENT_FRACTION,
     seed: Annotated[int, typer.Option()] = 0,
     list_length: Annotated[int, typer.Option(min=1)] = LIST_LENGTH,
-    include_observed: Annotated[bool, typer.Option(help="may a user's own items appear in their list")] = True,
+    include_observed: Annotated[bool, typer.Option(
+        "--include-observed/--exclude-observed", help="may a user's own items appear in their list")] = True,
     temperature: Annotated[float, typer.Option(min=1e-3)] = TEMPERATURE,
     lam: Annotated[float, typer.Option(min=0.0)] = GD_LAMBDA,
+    generator: Annotated[str, typer.Option(
+        help="list generator: cgan (the paper's), itemknn, vae, teacher, ease or auto")] = "cgan",
+    generator_json: Annotated[str | None, typer.Option(
+        help='settings per generator family as JSON over its defaults, e.g. {"itemknn": {"ks": [50, 100]}}')]
+    = None,
     cgan_epochs: Annotated[int, typer.Option(min=1)] = CGAN_EPOCHS,
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON")] = None,
+    student_reg_factors: Annotated[str, typer.Option(
+        help="GD student: regularisation factors over the teacher's, comma-separated")] = "1",
+    student_transfer: Annotated[str, typer.Option(help="GD student: paper, listwise or weighted")] = "paper",
     device: Annotated[str, typer.Option()] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the rows as JSON here")] = None,
     progress: Annotated[bool, typer.Option()] = True,
@@ -411,7 +426,11 @@ def gd(
         config = LabConfig(dataset=dataset, family=model, fraction=fraction, seed=seed, list_length=list_length,
                            include_observed=include_observed, temperature=temperature, lam=lam, cgan=cgan,
                            device=device, progress=progress, rr_epsilon=rr_epsilon,
-                           rr_true_size_epochs=rr_true_size_epochs, list_source=list_source)
+                           rr_true_size_epochs=rr_true_size_epochs, list_source=list_source, generator=generator,
+                           generator_settings=json_object(generator_json, "--generator-json") if generator_json else {},
+                           student_reg_factors=tuple(float(x) for x in student_reg_factors.split(",") if x.strip()),
+                           student_transfer=student_transfer)
+        DistillConfig(transfer=student_transfer, reg_factors=config.student_reg_factors)  # refused now, not later
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     rows, info = run_chain(config)

@@ -1,9 +1,11 @@
 """`gdrec-privacy`: the privacy-utility report (ALGORITHMS.md section 5) for one dataset and base model. This module
 is its command line; the settings and row keys, the sweep, the summary and the rendering are in experiments.privacy.
 
-For each privacy setting (by default: the paper's default, exclude-observed, and randomized response at epsilon
-1, 2, 4, 8) and each seed, the GD chain of `experiments.lab` runs in-process: KD teacher -> CGAN -> generated lists
--> GD teacher -> export -> data-free GD student. Each finished (setting, seed) becomes one JSONL row holding
+For each list generator family (`--generators`, by default the paper's CGAN alone; others take their settings
+from `--generator-json`), each privacy setting (by default: the paper's default, exclude-observed, and randomized
+response at epsilon 1, 2, 4, 8) and each seed, the GD chain of `experiments.lab` runs in-process: KD teacher -> list
+generator -> generated lists -> GD teacher -> export -> data-free GD student. Each finished (family, setting, seed)
+becomes one JSONL row holding
 
     the GD student's HR/NDCG@{5,10,20,50} on the owner's true validation and test items (training items excluded),
     the leakage report of that setting's export against the owner's TRUE training interactions
@@ -14,8 +16,11 @@ For each privacy setting (by default: the paper's default, exclude-observed, and
 
 A setting's audited export is the very bundle `lab.train_gd_student` distilled its student from (returned in the
 stage's extra; the lab's export key, consumer "lab"). Within one seed,
-settings that share the KD teacher's and the CGAN's owner stage keys (`data_owner.pipeline.stage_keys`: the same
-`rr_epsilon`) share those stages (exclude-observed only changes how lists are drawn from GF_u); nothing else is shared.
+settings that share the KD teacher's owner stage key (`data_owner.pipeline.stage_keys`: the same `rr_epsilon`)
+share the KD teacher, and those of one family that also share its generator's key share the generator
+(exclude-observed only changes how lists are drawn from it); nothing else is shared. A CGAN row is keyed and named
+as it always was; a row of another family names it (`itemknn:exclude-observed`; "generator" in its setting and in
+its generator record) and is keyed by its family's generator settings.
 
 Resuming: rows are appended (flushed and fsync'ed) to --results as each (setting, seed) finishes; rerunning the same
 command skips every row whose key (setting, seed and every chain setting it depends on) is already there, so an
@@ -26,17 +31,22 @@ The report (`privacy.md`, `privacy.png`) is rendered from the rows whose keys be
 over seeds, requested settings without a row printed as "not run", membership cells without members printed as
 such; nothing is filled in. It ends with the leakage target, checked from those rows: does any control bring
 reconstruction precision within 2x of the popularity reference while the GD student keeps >= 80% of the default
-setting's test HR@50?
+setting's test HR@50? The default is the paper's mode (the CGAN, own items allowed, no randomized response); the
+settings of other families are controls beside it. With a family other than the CGAN the report also has "Leakage by
+list generator": per (family, include / exclude observed), utility, reconstruction, the share of own items in the
+lists and membership AUC beside the reference rows.
 
 `--report-only` renders privacy.md and privacy.png from the rows without training. It needs the same chain options
 as the run (epochs, CGAN, teacher, L, t, lambda, fraction), since rows are matched by key. A row's key also holds
 the GD student's sampler revision (`shared.distillation.SAMPLER_REVISION`; revision 1 is keyed without it), and
-the report takes, per (setting, seed), the row of the newest revision there is: a run redoes the rows of an older
-revision, while `--report-only` renders committed rows as they are and says how many are of an older revision.
+the report takes, per (family, setting, seed), the row of the newest revision there is: a run redoes the rows of an
+older revision, while `--report-only` renders committed rows as they are and says how many are of an older revision.
 
 A real sweep (from the repository root; rows, markdown and plot land in reports/ml-100k/):
 
     gdrec-privacy --dataset ml-100k --model bpr --seeds 0,1,2 --cgan-epochs 100 -v
+    gdrec-privacy --dataset ml-100k --seeds 0,1 --cgan-epochs 50 --generators cgan,itemknn,ease \
+        --settings default,exclude-observed -v
 """
 
 from __future__ import annotations
@@ -65,9 +75,12 @@ from experiments.lab import LabConfig
 from experiments.presets import GD_LAMBDA, STUDENT_EPOCHS, STUDENT_FRACTION
 from experiments.privacy.render import write_report
 from experiments.privacy.settings import (
+    DEFAULT_GENERATORS,
     DEFAULT_SETTINGS,
     GD_SAMPLER_REVISION,
+    parse_generators,
     parse_settings,
+    with_generators,
 )
 from experiments.privacy.summary import CHECK_METRIC, LEAKAGE_BOUND, UTILITY_FLOOR, leakage_target, summarise
 from experiments.privacy.sweep import RESULTS_NAME, run_sweep
@@ -100,6 +113,12 @@ def privacy(
     settings: Annotated[str, typer.Option(
         help="comma-separated privacy settings: default, exclude-observed, rr=EPS, or '+'-joined switches "
              "(exclude-observed+rr=4)")] = DEFAULT_SETTINGS,
+    generators: Annotated[str, typer.Option(
+        help="comma-separated list generator families (cgan, itemknn, vae, teacher, ease); every setting runs under "
+             "each")] = DEFAULT_GENERATORS,
+    generator_json: Annotated[str | None, typer.Option(
+        help='settings of the families other than the CGAN over their defaults, e.g. {"itemknn": {"ks": [50]}} '
+             "(the CGAN's: --cgan-json)")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="privacy.md / privacy.png here (default reports/<dataset>)")]
     = None,
     results: Annotated[Path | None, typer.Option(help="JSONL rows (default <out-dir>/privacy.jsonl)")] = None,
@@ -130,7 +149,8 @@ def privacy(
     """Run (or continue) the privacy sweep and render privacy.md and privacy.png; a rerun skips finished rows."""
     lab.configure_logging(verbose)
     try:
-        chosen = parse_settings(settings)
+        chosen = with_generators(parse_settings(settings), parse_generators(generators))
+        generator_settings = json_object(generator_json, "--generator-json") if generator_json else {}
         family = model.lower()
         teacher = (teacher_from_fields(dataset, family, json_object(teacher_json, "--teacher-json"))
                    if teacher_json else None)
@@ -139,7 +159,7 @@ def privacy(
                          student_epochs=student_epochs, patience=patience, eval_every=eval_every,
                          cgan=cgan_preset(dataset, cgan_epochs).with_json(cgan_json), teacher=teacher,
                          batch_size=batch_size, device=device, progress=progress,
-                         rr_true_size_epochs=rr_true_size_epochs)
+                         rr_true_size_epochs=rr_true_size_epochs, generator_settings=generator_settings)
     except (ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from None
     seed_list = _ints(seeds)

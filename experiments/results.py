@@ -166,11 +166,14 @@ class CellRow(Row):
     machine: dict[str, Any]
     finished_at: str  # ISO 8601, UTC
     gd_teacher: dict[str, Any] | None = optional()  # GD cells: the GD teacher's valid / test / seconds / params
-    generator: dict[str, Any] | None = optional()  # GD cells: the CGAN (or list source) as a recommender
+    generator: dict[str, Any] | None = optional()  # GD cells: the list generator (or source) as a recommender
     observed_share: float | None = optional()  # GD cells: listed items that are the user's training items
     list_length: int | None = optional()
     include_observed: bool | None = optional()
     list_source: str | None = optional()  # GD cells whose lists are not the generator's (a research reference)
+    # GD cells whose lists come from a generator other than the paper's CGAN: its family ("itemknn", "vae",
+    # "teacher", "ease", or "auto:<family chosen>"); None: the CGAN
+    list_generator: str | None = optional()
     baseline: dict[str, Any] | None = optional()  # RD / CD / BD cells: what the baseline reports of its run
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -7,7 +7,9 @@ A grid cell (experiments.grid) is (dataset, family, method, seed, fraction, hype
     student   the base model at `fraction` of the teacher's parameters, raw data alone
     rd        Ranking Distillation, one cell per KD weight                    (experiments.baselines)
     cd, bd    Collaborative / Bidirectional Distillation, KD weight x temperature (experiments.baselines)
-    gd        the data-free GD student from the export alone, temperature x lambda (lambda 0.7 unless swept)
+    gd        the data-free GD student from the export alone, temperature x lambda (lambda 0.7 unless swept);
+              its lists from the paper's CGAN, or from the list generator of --generator (the row's
+              `list_generator`: the family, "auto:<family chosen>" under auto)
 
 Every cell trains on the training split with its epoch chosen on the validation item, and records validation
 and test HR/NDCG@{5,10,20,50} (full ranking), test Hit/NDCG@{5,10,20} on the 100-sampled-negatives protocol, the
@@ -18,7 +20,8 @@ parameter counts, the training seconds, the median time of one full-ranking `sco
 Caching (experiments.cache, under --work-dir, so later cells and later runs reuse them):
 
     cache/<dataset>/teachers/<family>-seed<k>-<key>/      the KD teacher checkpoint (shared.checkpoint)
-    cache/<dataset>/lists/seed<k>-<key>.npz               the CGAN's generated lists (items, GF scores, metrics)
+    cache/<dataset>/lists/seed<k>-<key>.npz               the generated lists (items, GF scores, metrics, the
+                                                          generator's family, fit report and list statistics)
     cache/<dataset>/gd_teachers/<family>-seed<k>-<key>/   the GD teacher checkpoint
 
 Each key is the owner's stage key (`data_owner.pipeline.stage_keys`: the data's fingerprint, the stage's settings,
@@ -60,12 +63,16 @@ import typer
 from tqdm.auto import tqdm
 
 from data_owner.config import (
+    AUTO_BUDGET_S,
+    AUTO_FAMILIES,
     BATCH_SIZE,
     CGAN_EPOCHS,
     EVAL_EVERY,
     GD_EPOCHS,
+    GENERATOR_CHOICES,
     LIST_LENGTH,
     PATIENCE,
+    RESEARCH_GENERATOR,
     TEACHER_EPOCHS,
     RrTrueSizeEpochs,
     cgan_preset,
@@ -75,6 +82,8 @@ from data_owner.data import LeaveOneOutSplit
 from experiments import lab
 from experiments.cache import StageCache
 from experiments.grid import (
+    DEFAULT_STUDENT_REG_FACTORS,
+    DEFAULT_STUDENT_TRANSFER,
     KD_METHODS,
     METHODS,
     Cell,
@@ -98,6 +107,7 @@ from experiments.presets import (
 from experiments.results import CellRow, ResultsFile, json_default, read_rows
 from shared.checkpoint import exclusive_lock_or_fail
 from shared.device import resolve_device
+from shared.distillation import TRANSFERS
 from shared.options import json_object
 
 log = logging.getLogger("gdrec.runner")
@@ -148,6 +158,14 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
+def list_generator_label(config: LabConfig, family: str) -> str | None:
+    """The `list_generator` of a GD row: None for the paper's CGAN (and for lists not from a generator), else the
+    family, "auto:<family chosen>" under auto."""
+    if config.list_source != "generator" or config.generator == "cgan":
+        return None
+    return f"auto:{family}" if config.generator == "auto" else config.generator
+
+
 def cell_partial(cell: Cell, ctx: CellContext) -> Path:
     return ctx.stages.partial(f"cell-{cell_key(ctx.spec, cell)}")
 
@@ -171,7 +189,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRow:
                              "best_epoch": gd_teacher.best_epoch, "params": gd_teacher.params},
               "generator": gen.meta["generator"], "observed_share": gen.meta["observed_share"],
               "list_length": config.list_length, "include_observed": config.include_observed,
-              "list_source": config.list_source if config.list_source != "generator" else None}
+              "list_source": config.list_source if config.list_source != "generator" else None,
+              "list_generator": list_generator_label(config, gen.family)}
     else:  # grid_cells only makes the methods above
         raise ValueError(f"unknown method {cell.method!r}")
     model = result.model
@@ -294,9 +313,29 @@ def run_command(
     eval_every: Annotated[int, typer.Option(min=1)] = EVAL_EVERY,
     batch_size: Annotated[int, typer.Option(min=1)] = BATCH_SIZE,
     list_length: Annotated[int, typer.Option(min=1)] = LIST_LENGTH,
-    include_observed: Annotated[bool, typer.Option(help="may a user's own items appear in their list")] = True,
+    include_observed: Annotated[bool, typer.Option(
+        "--include-observed/--exclude-observed",
+        help="may a user's own items appear in their list (the paper's lists may)")] = True,
+    generator: Annotated[str, typer.Option(
+        help=f"list generator: one of {', '.join(GENERATOR_CHOICES)}; cgan is the paper's (the reproduction), auto "
+             "keeps the candidate of --auto-families whose dry-run student ranks the validation items best")]
+    = RESEARCH_GENERATOR,
+    generator_json: Annotated[str | None, typer.Option(
+        help='settings per generator family as JSON over its defaults, e.g. {"itemknn": {"ks": [50, 100]}}')]
+    = None,
+    auto_families: Annotated[str, typer.Option(
+        help="--generator auto: the candidate families, comma-separated, tried in this order")]
+    = ",".join(AUTO_FAMILIES),
+    auto_budget: Annotated[float, typer.Option(
+        min=1, help="--generator auto: seconds after which no further candidate is started")] = AUTO_BUDGET_S,
     cgan_epochs: Annotated[int, typer.Option(min=1)] = CGAN_EPOCHS,
     cgan_json: Annotated[str | None, typer.Option(help="CGANConfig fields as JSON")] = None,
+    student_reg_factors: Annotated[str, typer.Option(
+        help="GD student: regularisation factors over the teacher's, comma-separated; with several, one student "
+             "per factor and the best on validation is kept")] = _sequence(DEFAULT_STUDENT_REG_FACTORS),
+    student_transfer: Annotated[str, typer.Option(
+        help=f"GD student: the transfer, one of {', '.join(TRANSFERS)} (paper: the paper's L_GD)")]
+    = DEFAULT_STUDENT_TRANSFER,
     baseline_json: Annotated[str | None, typer.Option(
         help='overrides of the RD/CD/BD defaults per method, e.g. {"cd": {"top_n": 50}}')] = None,
     teacher_json: Annotated[str | None, typer.Option(
@@ -313,6 +352,11 @@ def run_command(
     """Run (or continue) the comparison grid; rerunning the same command skips the finished cells."""
     families = _names(models)
     try:
+        if student_transfer not in TRANSFERS:
+            raise ValueError(f"--student-transfer must be one of {', '.join(TRANSFERS)}, got {student_transfer!r}")
+        reg_factors = _floats(student_reg_factors)
+        if not reg_factors or min(reg_factors) < 0:
+            raise ValueError(f"--student-reg-factors must be non-negative numbers, got {student_reg_factors!r}")
         cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
         teacher = None
         if teacher_json:
@@ -324,7 +368,10 @@ def run_command(
                          student_epochs=student_epochs, patience=patience, eval_every=eval_every, cgan=cgan,
                          teacher=teacher, batch_size=batch_size, device=device, progress=progress,
                          rr_epsilon=rr_epsilon, rr_true_size_epochs=rr_true_size_epochs,
-                         list_source=lab.list_source_option(list_source))
+                         list_source=lab.list_source_option(list_source), generator=generator,
+                         generator_settings=json_object(generator_json, "--generator-json") if generator_json else {},
+                         auto_families=_names(auto_families), auto_budget_s=auto_budget,
+                         student_reg_factors=reg_factors, student_transfer=student_transfer)
         spec = GridSpec(base=base, work_dir=work_dir, families=families, methods=_names(methods),
                         seeds=_ints(seeds), fractions=_floats(fractions), kd_weights=_floats(kd_weights),
                         temperatures=_floats(temperatures),

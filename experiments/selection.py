@@ -33,9 +33,60 @@ def timing_rows(rows: Iterable[TimingRow | Mapping[str, Any]]) -> list[TimingRow
     return [row if isinstance(row, TimingRow) else TimingRow.from_dict(row) for row in rows]
 
 
+# the names of the list generators (data_owner.generators) in the reports
+LIST_GENERATOR_NAMES = {"cgan": "CGAN", "itemknn": "kNN", "vae": "VAE", "teacher": "teacher", "ease": "EASE"}
+PAPER_LISTS = ("cgan", True)  # the paper's GD lists: the CGAN's, a user's own items allowed in
+
+
 def cell_identity(row: CellRow) -> tuple:
-    return (row.dataset, row.family, row.method, row.seed, round(float(row.fraction), 6),
-            json.dumps(row.hyperparameters, sort_keys=True))
+    """(dataset, family, method, seed, fraction, hyperparameters), with a GD row's (list generator,
+    include-observed) where they are not the paper's (so rows of different lists stay apart, and the paper's GD
+    rows, recording include-observed or not, dedupe as they always did)."""
+    identity: tuple = (row.dataset, row.family, row.method, row.seed, round(float(row.fraction), 6),
+                       json.dumps(row.hyperparameters, sort_keys=True))
+    if not paper_lists(row):
+        identity += (("lists", *gd_lists(row)),)
+    return identity
+
+
+def gd_lists(row: CellRow) -> tuple[str, bool]:
+    """(list generator, include_observed) of a GD row: ("cgan", True) for the paper's lists; a row that does not
+    record include-observed made its lists the paper's way."""
+    return (row.list_generator or "cgan", True if row.include_observed is None else bool(row.include_observed))
+
+
+def paper_lists(row: CellRow) -> bool:
+    """Not a GD row, or a GD row whose lists are the paper's (`PAPER_LISTS`): the rows that reproduce the paper."""
+    return row.method != "gd" or gd_lists(row) == PAPER_LISTS
+
+
+def gd_variants(rows: Iterable[CellRow]) -> list[tuple[str, bool]]:
+    """The (list generator, include_observed) of the GD rows other than the paper's, in the order of
+    `LIST_GENERATOR_NAMES` (auto's after the families), own items out before in."""
+    order = list(LIST_GENERATOR_NAMES)
+
+    def rank(variant: tuple[str, bool]) -> tuple:
+        name = variant[0]
+        base = name.split(":", 1)[-1]
+        return (name.startswith("auto:"), order.index(base) if base in order else len(order), name, variant[1])
+
+    return sorted({gd_lists(r) for r in rows if r.method == "gd"} - {PAPER_LISTS}, key=rank)
+
+
+def gd_label(variant: tuple[str, bool]) -> str:
+    """The table label of a GD variant: "GD (CGAN)", "GD (kNN)", "GD (auto: VAE)", "GD (EASE, own items in)"; the
+    suffix names the switch where it differs from the family's usual setting (the CGAN's lists keep a user's own
+    items, the other families' leave them out)."""
+    name, include_observed = variant
+    base = name.split(":", 1)[-1]
+    shown = LIST_GENERATOR_NAMES.get(base, base)
+    if name.startswith("auto:"):
+        shown = f"auto: {shown}"
+    if name == "cgan":
+        suffix = "" if include_observed else ", own items out"
+    else:
+        suffix = ", own items in" if include_observed else ""
+    return f"GD ({shown}{suffix})"
 
 
 def reference_lists(row: CellRow) -> bool:
@@ -44,7 +95,8 @@ def reference_lists(row: CellRow) -> bool:
 
 
 def latest_rows(rows: Iterable[CellRow]) -> list[CellRow]:
-    """One row per cell identity (dataset, family, method, seed, fraction, hyperparameters): the last written."""
+    """One row per cell identity (`cell_identity`: dataset, family, method, seed, fraction, hyperparameters, and
+    the lists where recorded): the last written."""
     out: dict[tuple, CellRow] = {}
     for row in rows:
         out[cell_identity(row)] = row

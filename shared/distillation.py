@@ -50,10 +50,9 @@ from shared.training import TrainConfig, TrainResult, fit
 log = logging.getLogger(__name__)
 
 
-# The student learns the teacher's lists, not noisy raw data: it is best regularised less than the teacher. Measured
-# with the teacher's lists (BPR, 50%, own items out, one seed), validation HR@50 at the teacher's regularisation
-# times 1 / 0.1 / 0.01: ml-100k 0.334 / 0.366 / 0.372, citeulike-t (kNN lists) 0.197 / 0.203 / 0.203; the list
-# fidelity that picks among them needs no data (docs/experiments.md "Data-free students").
+# The student learns the teacher's lists, not noisy raw data, and is best regularised less than the teacher
+# (docs/experiments.md "List generators and data-free students"); the list fidelity that picks among these factors
+# needs no data.
 REG_FACTORS = (1.0, 0.1, 0.01)
 
 

@@ -1,6 +1,7 @@
 """privacy.md and privacy.png of `gdrec-privacy`, rendered from the summaries of its rows
-(experiments.privacy.summary): utility and leakage per setting, the reference rows, the leakage-target verdict, and
-the plot of utility against reconstruction precision and membership AUC."""
+(experiments.privacy.summary): utility and leakage per setting, the reference rows, when a family other than the
+paper's CGAN was requested the leakage per (list generator, include / exclude observed), the leakage-target verdict,
+and the plot of utility against reconstruction precision and membership AUC."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from data_owner.config import RESEARCH_GENERATOR  # noqa: E402
 from data_owner.privacy.leakage import EXPORT_ROW, HISTORY_ROW, POPULARITY_ROW  # noqa: E402
 from experiments.lab import LabConfig  # noqa: E402
 from experiments.privacy.settings import PrivacySetting  # noqa: E402
@@ -30,6 +32,8 @@ from experiments.privacy.summary import (  # noqa: E402
     summarise,
 )
 from experiments.results import PrivacyRow, read_rows  # noqa: E402
+
+GENERATOR_TITLE = "Leakage by list generator"
 
 
 def machines_label(rows: Sequence[PrivacyRow]) -> str:
@@ -60,6 +64,7 @@ def render_markdown(summaries: Sequence[SettingSummary], base: LabConfig, seeds:
         f"CGAN {json.dumps(cgan, default=str)}"
         + ("; under randomized response every teacher epoch samples as many pairs as the true training matrix "
            "holds (`--rr-true-size-epochs`)" if base.rr_true_size_epochs else ""),
+        *generators_line(summaries, base),
         f"- machine: {machines_label(rows)}",
         f"- run time: {sum(r.setting_seconds for r in rows) / 60:.1f} min summed over the rows' chains "
         "(a KD teacher and CGAN shared by settings counts in the first of them)"
@@ -99,6 +104,8 @@ def render_markdown(summaries: Sequence[SettingSummary], base: LabConfig, seeds:
         ]
         for name in (POPULARITY_ROW, HISTORY_ROW):
             lines.append(f"| {name} | " + " | ".join(reference.leakage(name, m).cell() for m in LEAKAGE_FIELDS) + " |")
+    if any(not s.setting.is_cgan for s in summaries):
+        lines += generator_table(summaries, reference)
     check = leakage_target(summaries)
     lines += [
         "", f"## {TARGET_TITLE}", "",
@@ -123,6 +130,47 @@ def render_markdown(summaries: Sequence[SettingSummary], base: LabConfig, seeds:
               "an AUC near 1 there says the models learnt their (randomized) input, not that the true history "
               "leaks, and when precision is near 0 it rests on a handful of listed members.", ""]
     return "\n".join(lines)
+
+
+def generators_line(summaries: Sequence[SettingSummary], base: LabConfig) -> list[str]:
+    """The header line naming the list generator families and their settings; none when only the CGAN ran."""
+    families = list(dict.fromkeys(s.setting.generator for s in summaries))
+    if families == [RESEARCH_GENERATOR]:
+        return []
+    named = [f if f == RESEARCH_GENERATOR else f"{f} {json.dumps(base.generator_settings.get(f, {}), default=str)}"
+             for f in families]
+    return [f"- list generators: {', '.join(named)} (settings over each family's defaults; a setting of a family "
+            "other than the CGAN is named `family:switches`)"]
+
+
+def generator_table(summaries: Sequence[SettingSummary], reference: SettingSummary | None) -> list[str]:
+    """"Leakage by list generator": one row per (family, include / exclude observed) without randomized response,
+    then the popularity and raw-history reference rows."""
+    lines = ["", f"## {GENERATOR_TITLE}", "",
+             "The settings without randomized response, per list generator family (randomized response: the table "
+             "\"Utility and leakage\"). \"own items in the list\": the share of listed items that are the user's own "
+             "training items; for a reference list it is its precision (the same ratio).", "",
+             "| list generator | lists | seeds | GD student test HR@50 | precision | recall | own items in the list | "
+             "membership AUC |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    plain = [s for s in summaries if s.setting.rr_epsilon is None]
+    for s in plain:
+        lists = "include observed" if s.setting.include_observed else "exclude observed"
+        if not s.rows:
+            lines.append(f"| {s.setting.generator} | {lists} | 0 | " + " | ".join([NOT_RUN] * 5) + " |")
+            continue
+        lines.append(f"| {s.setting.generator} | {lists} | {len(s.rows)} | {s.student('test', 'HR@50').cell()} | "
+                     f"{s.leakage(EXPORT_ROW, 'precision').cell()} | {s.leakage(EXPORT_ROW, 'recall').cell()} | "
+                     f"{s.observed_share().cell()} | {s.leakage(EXPORT_ROW, 'membership_auc').cell()} |")
+    if not plain:
+        lines.append(f"| - | - | 0 | {NOT_RUN} | {NOT_RUN} | {NOT_RUN} | {NOT_RUN} | {NOT_RUN} |")
+    if reference is not None:
+        for name in (POPULARITY_ROW, HISTORY_ROW):
+            precision = reference.leakage(name, "precision")
+            lines.append(f"| {name} | - | {len(reference.rows)} | - | {precision.cell()} | "
+                         f"{reference.leakage(name, 'recall').cell()} | {precision.cell()} | "
+                         f"{reference.leakage(name, 'membership_auc').cell()} |")
+    return lines
 
 
 def render_plot(summaries: Sequence[SettingSummary], path: Path, title: str) -> None:

@@ -1,7 +1,7 @@
-"""The privacy report's numbers: per requested setting, the rows of the requested seeds under the command's chain
-settings (the newest GD student sampler revision per seed), their means over seeds, and the leakage-target check:
-does a control bring reconstruction precision within 2x of the popularity reference while the GD student keeps
->= 80% of the default setting's test HR@50?"""
+"""The privacy report's numbers: per requested (list generator family, setting), the rows of the requested seeds
+under the command's chain settings (the newest GD student sampler revision per seed), their means over seeds, and the
+leakage-target check: does a control bring reconstruction precision within 2x of the popularity reference while the
+GD student keeps >= 80% of the default setting's test HR@50?"""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ LEAKAGE_FIELDS = ("precision", "recall", "subset_share", "membership_auc", "tpr_
 
 @dataclass(frozen=True)
 class SettingSummary:
-    """One requested setting and its rows, one per seed that has one."""
+    """One requested setting (a list generator family and its privacy switches) and its rows, one per seed that has
+    one."""
 
     setting: PrivacySetting
     rows: tuple[PrivacyRow, ...]  # one per seed, by seed
@@ -72,11 +73,16 @@ class SettingSummary:
     def input_ratio(self) -> Stat:
         return stat_of([r.model_visible_train_pairs / r.true_train_pairs for r in self.rows])
 
+    def observed_share(self) -> Stat:
+        """The share of listed items that are the user's own (model-visible) training items."""
+        return stat_of([r.observed_share for r in self.rows])
+
 
 def summarise(rows: Sequence[Mapping[str, Any]], base: LabConfig, settings: Sequence[PrivacySetting],
               seeds: Sequence[int]) -> list[SettingSummary]:
-    """Per requested setting, the rows of the requested seeds under the given chain settings: for each seed the row
-    of the newest GD student sampler revision there is (the last row of a key when it was written twice)."""
+    """Per requested setting (a setting holds its family: one summary per (family, switches)), the rows of the
+    requested seeds under the given chain settings: for each seed the row of the newest GD student sampler revision
+    there is (the last row of a key when it was written twice)."""
     by_key = {row["key"]: row for row in rows if "key" in row}
     revisions = range(GD_SAMPLER_REVISION, 0, -1)
     out = []

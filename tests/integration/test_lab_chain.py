@@ -1,6 +1,7 @@
 """The whole GD-REC chain in-process on a tiny synthetic dataset (users.dat format): every stage runs and the
 table has the rows the paper compares."""
 
+import json
 import sys
 from dataclasses import replace
 
@@ -100,3 +101,23 @@ def test_research_clis_report_a_bad_data_file_without_a_traceback(tmp_path, monk
     err = capsys.readouterr().err
     assert err.startswith("error: ") and f"{bad} line 2" in err
     assert "Traceback" not in err
+
+
+def test_gd_command_runs_the_chain_with_another_list_generator(tmp_path):
+    from typer.testing import CliRunner
+
+    from experiments.cli import full_app
+
+    data = tmp_path / "users.dat"
+    write_users_dat(data)
+    out = tmp_path / "rows.json"
+    result = CliRunner().invoke(full_app(), [
+        "gd", "--dataset", str(data), "--generator", "itemknn", "--generator-json", '{"itemknn": {"ks": [5]}}',
+        "--exclude-observed", "--student-reg-factors", "1,0.1", "--list-length", "5", "--device", "cpu",
+        "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| item-kNN generator as a recommender |" in result.output
+    saved = json.loads(out.read_text())
+    assert saved["config"]["generator"] == "itemknn" and saved["info"]["observed_share"] == 0.0
+    bad = CliRunner().invoke(full_app(), ["gd", "--dataset", str(data), "--student-transfer", "soft"])
+    assert bad.exit_code == 2

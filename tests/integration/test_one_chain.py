@@ -1,6 +1,7 @@
 """One chain: the research harness (`experiments.lab`) and `gdrec-owner train` (`data_owner.pipeline`) run the same
 stage functions on the same settings, so for the same data, seed and secret they produce identical artifacts: the
-KD and GD teachers' weights, the generated lists, and the export's users and soft targets."""
+KD and GD teachers' weights, the generated lists, and the export's users and soft targets, with the paper's CGAN
+and with another list generator."""
 
 from __future__ import annotations
 
@@ -33,12 +34,13 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(sa[name].cpu(), sb[name].cpu()), f"{name} differs"
 
 
-@pytest.mark.parametrize("rr_epsilon", [None, 2.0], ids=["plain", "randomized-response"])
-def test_research_chain_and_owner_train_produce_identical_artifacts(tmp_path, rr_epsilon):
+@pytest.mark.parametrize(("rr_epsilon", "generator"), [(None, "cgan"), (2.0, "cgan"), (None, "itemknn")],
+                         ids=["plain", "randomized-response", "itemknn"])
+def test_research_chain_and_owner_train_produce_identical_artifacts(tmp_path, rr_epsilon, generator):
     data = tmp_path / "users.dat"
     write_users_dat(data, n_users=40, n_items=30)
-    owner_config = ChainConfig(dataset=str(data), rr_epsilon=rr_epsilon, **TINY)
-    research_config = lab.LabConfig(dataset=str(data), rr_epsilon=rr_epsilon, **TINY)
+    owner_config = ChainConfig(dataset=str(data), rr_epsilon=rr_epsilon, generator=generator, **TINY)
+    research_config = lab.LabConfig(dataset=str(data), rr_epsilon=rr_epsilon, generator=generator, **TINY)
 
     result = run_pipeline(owner_config, tmp_path / "artifacts", SECRET)
     layout = ArtifactLayout(result.artifacts)

@@ -2,7 +2,8 @@
 (setting, seed) with the student's metrics beside the export's leakage, reference rows checked by hand against the
 raw split, a rerun that skips finished rows, a widened sweep that runs only the new setting, and the markdown /
 png report with its leakage-target verdict recomputed here from the rows, and committed rows of an older GD student
-sampler revision rendered by --report-only."""
+sampler revision rendered by --report-only; a sweep over list generator families (CGAN and item kNN) whose rows
+name their family and whose report has one "Leakage by list generator" row per (family, setting)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from data_owner.config import TeacherSettings
 from experiments import lab
 from experiments.lab import LabConfig
+from experiments.privacy.render import GENERATOR_TITLE
 from experiments.privacy.settings import PrivacySetting, parse_settings, row_key
 from experiments.privacy.summary import NO_MEMBER, NOT_RUN, TARGET_TITLE, SettingSummary, leakage_target
 from experiments.privacy_report import app
@@ -97,6 +99,73 @@ def test_sweep_rows_resume_and_report(tmp_path, monkeypatch):
     invoke(data, out, "default,rr=2,rr=8", "--report-only")
     line = next(ln for ln in (out / "privacy.md").read_text().splitlines() if ln.startswith("| rr=8 |"))
     assert line.count(NOT_RUN) == 9 and "| 0 |" in line
+
+
+TINY_KNN = ["--generator-json", '{"itemknn": {"ks": [5], "shrinks": [0.0]}}']
+
+
+def generator_section(md):
+    """The rows of the "Leakage by list generator" table: (first cell, second cell) -> the line."""
+    section = md.split(f"## {GENERATOR_TITLE}", 1)[1].split("\n## ", 1)[0]
+    table = [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| list generator")]
+    return {tuple(c.strip() for c in ln.strip("|").split("|")[:2]): ln for ln in table}
+
+
+def test_generator_sweep_rows_resume_and_table(tmp_path, monkeypatch):
+    data = tmp_path / "users.dat"
+    write_users_dat(data, n_users=40, n_items=30)
+    out = tmp_path / "report"
+    results = out / "privacy.jsonl"
+    settings = "default,exclude-observed"
+
+    # 1. two families x two settings: one KD teacher, one generator per family, a GD chain per (family, setting)
+    first = StageCounter(monkeypatch)
+    result = invoke(data, out, settings, "--generators", "cgan,itemknn", *TINY_KNN)
+    assert "4 (setting, seed) rows: 0 already finished, 4 run now" in result.output
+    assert first.calls == {"train_kd_teacher": 1, "train_generator": 2, "train_gd_teacher": 4, "train_gd_student": 4}
+    rows = {r["setting"]["name"]: r for r in read_rows(results)}
+    assert set(rows) == {"default", "exclude-observed", "itemknn:default", "itemknn:exclude-observed"}
+    for name, row in rows.items():
+        knn = name.startswith("itemknn:")
+        # a CGAN row is written as it always was; another family's row names it in its setting and generator record
+        assert ("generator" in row["setting"], "family" in row["generator"]) == (knn, knn)
+        if knn:
+            assert row["setting"]["generator"] == row["generator"]["family"] == "itemknn"
+            assert row["generator"]["settings"]["k"] == 5
+        assert leak(row, "export")["precision"] == pytest.approx(row["observed_share"])
+    for name in ("exclude-observed", "itemknn:exclude-observed"):  # exclude-observed: no own item is listed
+        assert rows[name]["observed_share"] == 0.0 and leak(rows[name], "export")["membership_auc"] is None
+    assert rows["itemknn:default"]["observed_share"] > 0.0
+    assert len({r["key"] for r in rows.values()}) == 4
+
+    # 2. the same sweep again skips every row; the CGAN alone (the default) finds its rows under their keys
+    before = results.read_bytes()
+    monkeypatch.undo()
+    again = StageCounter(monkeypatch)
+    result = invoke(data, out, settings, "--generators", "cgan,itemknn", *TINY_KNN)
+    assert "4 (setting, seed) rows: 4 already finished, 0 run now" in result.output
+    md = (out / "privacy.md").read_text()
+    result = invoke(data, out, settings)
+    assert "2 (setting, seed) rows: 2 already finished, 0 run now" in result.output
+    assert sum(again.calls.values()) == 0 and results.read_bytes() == before
+    assert GENERATOR_TITLE not in (out / "privacy.md").read_text()
+
+    # 3. the report: one row per (family, include / exclude observed), then the two reference rows
+    table = generator_section(md)
+    assert list(table) == [("cgan", "include observed"), ("cgan", "exclude observed"),
+                           ("itemknn", "include observed"), ("itemknn", "exclude observed"),
+                           ("popularity top-L (reference)", "-"), ("raw history T_u (reference)", "-")]
+    for family, name in (("cgan", "exclude-observed"), ("itemknn", "itemknn:exclude-observed")):
+        cells = [c.strip() for c in table[(family, "exclude observed")].strip("|").split("|")]
+        assert cells[2] == "1" and cells[4] == "0.0000" and cells[6] == "0.0000" and cells[7] == NO_MEMBER
+        assert cells[3] == f"{rows[name]['student']['test']['HR@50']:.4f}"
+    knn = [c.strip() for c in table[("itemknn", "include observed")].strip("|").split("|")]
+    assert knn[6] == f"{rows['itemknn:default']['observed_share']:.4f}"
+    assert f"| {rows['itemknn:default']['setting']['name']} | 1 |" in md and "- list generators: cgan, itemknn" in md
+
+    # an unknown family is a usage error naming the choices
+    bad = CliRunner().invoke(app, ["--dataset", str(data), "--generators", "cgan,knn", "--report-only"])
+    assert bad.exit_code != 0 and "unknown list generator 'knn'" in bad.output
 
 
 def check_rows(rows, data):

@@ -146,7 +146,7 @@ def check_reports(rows, out):
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     table2 = (out / "table2.md").read_text()
-    for size, name in [("T (100%)", "Teacher")] + [("M (50%)", n) for n in ("Student", "CD", "RD", "BD", "GD")]:
+    for size, name in [("T (100%)", "Teacher")] + [("M (50%)", n) for n in ("Student", "CD", "RD", "BD", "GD (CGAN)")]:
         line = next(ln for ln in table2.splitlines() if ln.startswith(f"| {size} | {name} |"))
         assert "| 2 |" in line and "not run" not in line  # two seeds each
     # the RD row shows the test numbers of the KD weight with the best mean validation NDCG@50
@@ -160,7 +160,7 @@ def check_reports(rows, out):
     assert f"| M (50%) | RD | {expected} |" in table2
     # GD in table 2 is the lambda 0.7 cell (the paper's), never the lambda 0 one
     assert select(cells, "bpr", "gd", 0.5, lambda r: math.isclose(r.hyperparameters["lambda"], 0.7)) is not None
-    assert "lambda 0.7" in next(ln for ln in table2.splitlines() if ln.startswith("| M (50%) | GD |"))
+    assert "lambda 0.7" in next(ln for ln in table2.splitlines() if ln.startswith("| M (50%) | GD (CGAN) |"))
     # grid.md shows both RD weights, with the one table 2 reports marked
     grid_md = (out / "grid.md").read_text()
     assert "## BPR, RD, M (50%)" in grid_md and "## BPR, CD, M (50%)" in grid_md
@@ -224,7 +224,7 @@ def test_cli_run_and_report(data, tmp_path):
     assert sorted((r["method"], r["fraction"]) for r in rows) == [("student", 0.3), ("student", 0.5),
                                                                     ("teacher", 1.0)]
     assert "| S (30%) | Student |" in (reports / "table2.md").read_text()
-    assert "| S (30%) | GD | not run |" in (reports / "table2.md").read_text()
+    assert "| S (30%) | GD (CGAN) | not run |" in (reports / "table2.md").read_text()
     again = cli.invoke(full_app(), args)
     assert "3 cells: 3 already finished, 0 run now" in again.output
 

@@ -43,9 +43,10 @@ from tests.conftest import REPO
 from tests.unit.test_export_distill import make_export
 
 # patience 3 of eval_every 2: the early-stopping counter and the best weights so far both carry across the kill
-CONFIG = DistillConfig(reg_factors=(1.0,), epochs=12, lr=0.05, eval_every=2, patience=3, batch_size=64, progress=False,
-                       checkpoint_every_s=0)
-CLI_ARGS = ["--reg-factors", "1", "--fraction", "0.5", "--lambda", "0.7", "--epochs", "12", "--lr", "0.05", "--batch-size", "64",
+CONFIG = DistillConfig(reg_factors=(1.0,), epochs=12, lr=0.05, eval_every=2, patience=3, batch_size=64,
+                       progress=False, checkpoint_every_s=0)
+CLI_ARGS = ["--reg-factors", "1", "--fraction", "0.5", "--lambda", "0.7", "--epochs", "12", "--lr", "0.05",
+            "--batch-size", "64",
             "--patience", "3", "--eval-every", "2", "--seed", "0", "--device", "cpu", "--no-progress",
             "--checkpoint-every", "0"]
 RESUMED = re.compile(r"resuming after epoch (\d+)")
