@@ -316,6 +316,9 @@ COMMITTED = {  # report folder, rows, and the chain options of the command that 
     "citeulike-t-light": ("reports/citeulike-t/privacy-cgan-light", "reports/citeulike-t/privacy.jsonl",
                           ["--dataset", "citeulike-t", "--seeds", "0", "--cgan-epochs", "20", "--cgan-json",
                            LIGHT_CGAN], 3),
+    "ml-100k-generators": ("reports/ml-100k/privacy-generators", "reports/ml-100k/privacy.jsonl",
+                           ["--dataset", "ml-100k", "--seeds", "0", "--cgan-epochs", "50", "--generators",
+                            "cgan,itemknn,vae,teacher,ease", "--settings", "default,exclude-observed"], 2),
 }
 
 
