@@ -123,7 +123,7 @@ class MultVAE(ListGenerator):
         return F.log_softmax(self.net.decode(mu), dim=1).to(users.device)
 
     def settings(self) -> dict[str, Any]:
-        return asdict(self.vae_settings)
+        return {k: v for k, v in asdict(self.vae_settings).items() if k != "progress"}
 
     def _state(self) -> dict[str, torch.Tensor]:
         return self.net.state_dict()
@@ -131,7 +131,7 @@ class MultVAE(ListGenerator):
     @classmethod
     def _from_state(cls, settings: dict[str, Any], state: dict[str, torch.Tensor], n_items: int,
                     device: torch.device) -> MultVAE:
-        vae_settings = VAESettings(**settings)
+        vae_settings = VAESettings(**{k: v for k, v in settings.items() if k != "progress"})
         net = MultVAENet(n_items, vae_settings.hidden, vae_settings.latent)
         net.load_state_dict(state)
         return cls(net.to(device), vae_settings)
