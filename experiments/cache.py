@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from data_owner.data import LeaveOneOutSplit
-from data_owner.gan import GeneratedLists
+from data_owner.lists import GeneratedLists
 from data_owner.pipeline import split_fingerprint, stage_keys
 from data_owner.settings import secret_fingerprint
 from experiments import lab
 from experiments.grid import GridSpec, dataset_slug, digest, lists_settings_payload
 from experiments.lab import GeneratorStage, LabConfig, StageResult
-from shared.checkpoint import load_checkpoint, save_checkpoint
+from experiments.results import json_default
+from shared.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("gdrec.runner")
 
@@ -95,19 +94,17 @@ class StageCache:
 
     def generator(self, config: LabConfig) -> CachedLists:
         key = self.keys(config)["lists"]
-        path = self.root / "lists" / f"seed{config.seed}-{key}.npz"
-        return self._remember(("lists", key), lambda: self._lists(config, path))
+        folder = self.root / "lists" / f"seed{config.seed}-{key}"
+        return self._remember(("lists", key), lambda: self._lists(config, folder))
 
-    def _lists(self, config: LabConfig, path: Path) -> CachedLists:
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as saved:
-                meta = json.loads(str(saved["meta"]))
-                meta.setdefault("family", "cgan" if config.list_source == "generator" else "kd-teacher-top-l")
-                lists = GeneratedLists(items=saved["items"], scores=saved["scores"],
-                                       include_observed=bool(meta["include_observed"]), seed=int(meta["seed"]),
-                                       n_items=int(meta["n_items"]))
-            log.info("generated lists: loaded from %s", path)
-            return CachedLists(lists, meta)
+    def _lists(self, config: LabConfig, folder: Path) -> CachedLists:
+        """The lists in the owner's one lists format (`GeneratedLists.save` / `load`), with what was measured when
+        they were made in `meta.json` beside them (written last: a folder without it is redone)."""
+        meta_file = folder / "meta.json"
+        if meta_file.is_file():
+            meta = json.loads(meta_file.read_text())
+            log.info("generated lists: loaded from %s", folder)
+            return CachedLists(GeneratedLists.load(folder), meta)
         stage: GeneratorStage = lab.list_stage(config, self.split, self.train_split(config),
                                                lambda: self.kd_teacher(config), self.device)
         g = stage.generator
@@ -124,13 +121,9 @@ class StageCache:
         else:
             meta.update(family=config.generator if config.list_source == "generator" else "kd-teacher-top-l",
                         statistics=stage.lists.statistics(self.split.train))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, items=stage.lists.items, scores=stage.lists.scores, meta=np.array(json.dumps(meta)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        folder.mkdir(parents=True, exist_ok=True)
+        stage.lists.save(folder)
+        atomic_write_text(meta_file, json.dumps(meta, default=json_default))
         self.trained.append(f"{meta['family'] if config.list_source == 'generator' else 'teacher'} lists seed "
                             f"{config.seed}")
         return CachedLists(stage.lists, meta)

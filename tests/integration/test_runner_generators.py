@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from data_owner.lists import GeneratedLists
 from experiments.cli import full_app
 from experiments.grid import cell_key, grid_cells
 from experiments.reports import render_reports
@@ -49,10 +49,10 @@ def test_an_itemknn_grid_writes_its_own_rows_skips_them_on_a_rerun_and_gets_its_
     assert written["generator"]["family"] == "itemknn"
     assert written["key"] == cell_key(knn, grid_cells(knn)[0])
 
-    lists = list((work / "cache").glob("*/lists/*.npz"))
+    lists = list((work / "cache").glob("*/lists/*/lists.npz"))  # the owner's lists format, meta.json beside it
     assert len(lists) == 1
-    with np.load(lists[0], allow_pickle=False) as saved:
-        meta = json.loads(str(saved["meta"]))
+    meta = json.loads((lists[0].parent / "meta.json").read_text())
+    assert not GeneratedLists.load(lists[0].parent).include_observed
     assert meta["family"] == "itemknn" and meta["fit"]["chosen"] and meta["statistics"]["observed_share"] == 0.0
     assert meta["settings"]["generator"] == "itemknn"
 
@@ -65,7 +65,7 @@ def test_an_itemknn_grid_writes_its_own_rows_skips_them_on_a_rerun_and_gets_its_
     assert summary.ran == 1 and counter.calls["train_kd_teacher"] == 1 and counter.calls["train_generator"] == 2
     rows = read_rows(cgan.results_path)
     assert "list_generator" not in rows[1] and rows[1]["include_observed"] is True
-    assert len(list((work / "cache").glob("*/lists/*.npz"))) == 2
+    assert len(list((work / "cache").glob("*/lists/*/lists.npz"))) == 2
 
     render_reports(rows, tmp_path / "reports")
     table2 = (tmp_path / "reports" / "table2.md").read_text()
