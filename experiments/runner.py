@@ -20,8 +20,9 @@ parameter counts, the training seconds, the median time of one full-ranking `sco
 Caching (experiments.cache, under --work-dir, so later cells and later runs reuse them):
 
     cache/<dataset>/teachers/<family>-seed<k>-<key>/      the KD teacher checkpoint (shared.checkpoint)
-    cache/<dataset>/lists/seed<k>-<key>.npz               the generated lists (items, GF scores, metrics, the
-                                                          generator's family, fit report and list statistics)
+    cache/<dataset>/lists/seed<k>-<key>/                  the generated lists (lists.npz, data_owner.lists) and
+                                                          meta.json (metrics, the generator's family, fit report
+                                                          and list statistics)
     cache/<dataset>/gd_teachers/<family>-seed<k>-<key>/   the GD teacher checkpoint
 
 Each key is the owner's stage key (`data_owner.pipeline.stage_keys`: the data's fingerprint, the stage's settings,
