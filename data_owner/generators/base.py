@@ -48,6 +48,7 @@ class ListGenerator(ABC):
     """A fitted list source. Subclasses set `family` and implement `logits`, `_state` / `_from_state`."""
 
     family: ClassVar[str]
+    own_noise: ClassVar[bool] = False  # the generator draws its own noise (lists use it instead of Gumbel noise)
     noise_temperature: float = 0.0  # tau of the Gumbel-top-L draw (0: the plain top-L)
     report: FitReport
 
@@ -56,10 +57,6 @@ class ListGenerator(ABC):
         """[B, n] scores of `users` given their training sets `train` (rows indexed by user); `noise` feeds the
         generator's own noise input where it has one (None: its noiseless mean)."""
 
-    @property
-    def own_noise(self) -> bool:
-        """Whether the generator draws its own noise (then lists use it instead of Gumbel noise)."""
-        return False
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:

@@ -20,15 +20,12 @@ from shared.interactions import ItemSets
 
 class CGANLists(ListGenerator):
     family: ClassVar[str] = "cgan"
+    own_noise: ClassVar[bool] = True
 
     def __init__(self, G: Generator, config: CGANConfig, result: CGANResult | None = None,
                  report: FitReport | None = None) -> None:
         self.G, self.config, self.result, self.n_items = G.eval(), config, result, G.n_items
         self.report = report or FitReport(chosen=self.settings())
-
-    @property
-    def own_noise(self) -> bool:
-        return True
 
     @torch.no_grad()
     def logits(self, users: torch.Tensor, train: ItemSets, noise: torch.Generator | None = None) -> torch.Tensor:

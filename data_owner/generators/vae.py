@@ -103,14 +103,11 @@ def normalised_rows(train: ItemSets, users: np.ndarray, device: torch.device | s
 
 class MultVAE(ListGenerator):
     family: ClassVar[str] = "vae"
+    own_noise: ClassVar[bool] = True
 
     def __init__(self, net: MultVAENet, settings: VAESettings, report: FitReport | None = None) -> None:
         self.net, self.vae_settings, self.n_items = net.eval(), settings, net.n_items
         self.report = report or FitReport(chosen=self.settings())
-
-    @property
-    def own_noise(self) -> bool:
-        return True
 
     @torch.no_grad()
     def logits(self, users: torch.Tensor, train: ItemSets, noise: torch.Generator | None = None) -> torch.Tensor:
