@@ -175,6 +175,8 @@ class CellRow(Row):
     # "teacher", "ease", or "auto:<family chosen>"); None: the CGAN
     list_generator: str | None = optional()
     baseline: dict[str, Any] | None = optional()  # RD / CD / BD cells: what the baseline reports of its run
+    # GD cells with several regularisation factors: the strength kept and the candidates list fidelity chose among
+    student: dict[str, Any] | None = optional()
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

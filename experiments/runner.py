@@ -193,8 +193,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> CellRow:
               "list_source": config.list_source if config.list_source != "generator" else None,
               "list_generator": list_generator_label(config, gen.family)}
         if result.extra.get("reg_candidates"):  # the student's regularisation, chosen by list fidelity
-            gd["extra"] = {"student": {"reg": result.extra.get("student_reg"),
-                                       "reg_candidates": result.extra["reg_candidates"]}}
+            gd["student"] = {"reg": result.extra.get("student_reg"), "reg_candidates": result.extra["reg_candidates"]}
     else:  # grid_cells only makes the methods above
         raise ValueError(f"unknown method {cell.method!r}")
     model = result.model
