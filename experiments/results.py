@@ -5,10 +5,10 @@ most that row (`ResultsFile`), and read back skipping a line cut short (`read_ro
 `gdrec-lab report` and the privacy and CGAN-search commands read it.
 
 The rows are typed: `CellRow` (a grid cell of `gdrec-lab run`: results.jsonl, list-length.jsonl,
-list-source-reference.jsonl), `PrivacyRow` (a (setting, seed) of `gdrec-privacy`: privacy.jsonl) and `TimingRow`
-(a model size of one `gdrec-lab timing` run: inference.jsonl). `from_dict` reads a row as written, `to_dict` gives it
-back: keys the row type does not name are kept in `extra`, and an optional field is left out when it is None, so
-`to_dict(from_dict(row)) == row` for every row any version of the harness wrote."""
+list-source-reference.jsonl, student-transfer.jsonl), `PrivacyRow` (a (setting, seed) of `gdrec-privacy`:
+privacy.jsonl) and `TimingRow` (a model size of one `gdrec-lab timing` run: inference.jsonl). `from_dict` reads a
+row as written, `to_dict` gives it back: keys the row type does not name are kept in `extra`, and an optional field
+is left out when it is None, so `to_dict(from_dict(row)) == row` for every row any version of the harness wrote."""
 
 from __future__ import annotations
 

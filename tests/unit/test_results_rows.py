@@ -9,6 +9,7 @@ from experiments.results import CellRow, PrivacyRow, ResultsFile, TimingRow, rea
 from tests.conftest import REPO
 
 ROW_TYPES = {"results.jsonl": CellRow, "list-length.jsonl": CellRow, "list-source-reference.jsonl": CellRow,
+             "student-transfer.jsonl": CellRow,
              "privacy.jsonl": PrivacyRow, "inference.jsonl": TimingRow}
 COMMITTED = sorted(path for path in (REPO / "reports").rglob("*.jsonl"))
 
