@@ -226,8 +226,7 @@ class _Chain:
         if selection is not None:
             summary["selection"] = selection
         if split.eval_users.size:  # the generator reads the (randomized) input rows; the ranking excludes the real
-            scorer = source.scorer(split.train, c.seed, self.device) if source.own_noise else source.scorer(
-                split.train, None, self.device)
+            scorer = source.reported_scorer(split.train, c.seed, self.device)
             summary["valid"] = validation_metrics(scorer, raw, self.device, DEFAULT_KS)
             summary["test"] = validation_metrics(scorer, raw, self.device, DEFAULT_KS, test=True)
         if c.rr_epsilon is not None:

@@ -216,7 +216,7 @@ def _train_list_generator(config: LabConfig, split: LeaveOneOutSplit, train_spli
         kd = kd_teacher().model
     source, selection = stages.generator(train_split, split, config, device, kd,
                                          lab_secret(config.seed) if secret is None else secret)
-    scorer = source.scorer(train_split.train, config.seed if source.own_noise else None, device)
+    scorer = source.reported_scorer(train_split.train, config.seed, device)
     g_valid, g_test = evaluate_scorer(scorer, split, device)
     lists = stages.generator_lists(source, train_split, config, device)
     stage = StageResult(source, g_valid, g_test, time.perf_counter() - started,

@@ -270,10 +270,6 @@ class _PairWeights:
         return self.values[position].to(users.device)
 
 
-def _gf_weights(lists: np.ndarray, targets: np.ndarray) -> _PairWeights:
-    return _PairWeights(lists, targets)
-
-
 def distill_student(export: ExportBundle, config: DistillConfig, device: torch.device | str = "cpu") -> StudentRun:
     """Train a student of `config.fraction` of the teacher's size from the export alone (with
     `config.checkpoint_dir`: resumable, keyed by `run_fingerprint`). With several `reg_factors`, one student per
@@ -338,7 +334,7 @@ def _distill_once(export: ExportBundle, config: DistillConfig, device: torch.dev
                                                        config.negatives, exclude=lists)
     else:
         sampler = GDSampler(train_lists, train_targets, n_items, config.batch_size, exclude=lists)
-    weights = _gf_weights(train_lists, train_targets) if config.transfer == "weighted" else None
+    weights = _PairWeights(train_lists, train_targets) if config.transfer == "weighted" else None
 
     def loss_fn(batch: Any) -> torch.Tensor:
         if isinstance(batch, ListBatch):

@@ -88,6 +88,11 @@ class ListGenerator(ABC):
 
         return score_all
 
+    def reported_scorer(self, train: ItemSets, seed: int, device: torch.device | str = "cpu"):
+        """The scorer its reported validation / test numbers use: with its own noise seeded by `seed` where it has
+        a noise input, else noiseless (the lists' Gumbel noise is not part of the ranking it reports)."""
+        return self.scorer(train, seed if self.own_noise else None, device)
+
     def lists(self, train: ItemSets, length: int, include_observed: bool, seed: int,
               device: torch.device | str = "cpu") -> GeneratedLists:
         """A draw of top-`length` lists for every user, seeded by `seed` (same seed, same lists)."""
