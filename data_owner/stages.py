@@ -14,7 +14,6 @@ harness (`experiments`) runs the very same functions, so what it measures is wha
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -23,20 +22,19 @@ import torch
 from data_owner.config import ChainConfig
 from data_owner.data import LeaveOneOutSplit
 from data_owner.export import build_export
-from data_owner.gan import CGANResult, Generator, generated_lists, generator_scorer, train_cgan
+from data_owner.gan import CGANResult, Generator, generated_lists, train_cgan
 from data_owner.generators import ListGenerator, fit_generator
+from data_owner.generators.cgan import cgan_validator
 from data_owner.generators.select import choose_generator
 from data_owner.lists import GeneratedLists
 from data_owner.privacy.controls import randomized_response_seed, randomized_split, teacher_epoch_pairs
 from data_owner.teacher import TeacherRun, continue_on_generated, test_result, train_base_model, validation_result
-from shared.evaluation import evaluate
 from shared.models import Recommender
 from shared.schemas import ExportBundle
 from shared.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
-CGAN_SELECTION_K = 50  # the CGAN is selected on validation HR@50 of GF_u
 
 
 def model_split(split: LeaveOneOutSplit, config: ChainConfig, secret: bytes) -> LeaveOneOutSplit:
@@ -68,18 +66,6 @@ def kd_teacher(split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, config: Ch
     return train_base_model(trained_on, config.family, dict(teacher.model),
                             train_config(config, config.teacher_epochs, checkpoint_dir), batch_size=config.batch_size,
                             device=device, pretrain=teacher.pretrain, pairs_per_epoch=epoch_pairs(split, config))
-
-
-def cgan_validator(trained_on: LeaveOneOutSplit, seed: int, device: torch.device) -> Callable[[Generator], float]:
-    """generator -> validation HR@50 of GF_u as a recommender (training items excluded): the CGAN's selection."""
-    users = trained_on.eval_users
-
-    def cgan_valid(G: Generator) -> float:
-        scorer = generator_scorer(G, trained_on.train, seed=seed)
-        return evaluate(scorer, users, trained_on.valid_item[users], [trained_on.train], ks=(CGAN_SELECTION_K,),
-                        device=device)[f"HR@{CGAN_SELECTION_K}"]
-
-    return cgan_valid
 
 
 def cgan(trained_on: LeaveOneOutSplit, config: ChainConfig, device: torch.device) -> CGANResult:

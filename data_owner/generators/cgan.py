@@ -4,6 +4,7 @@ input z drawn per list; selected on validation HR@50 of GF_u as a recommender (t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,17 +65,24 @@ class CGANLists(ListGenerator):
         (Path(folder) / "cgan.json").write_text(json.dumps(meta, indent=2))
 
 
+def cgan_validator(trained_on: LeaveOneOutSplit, seed: int, device: torch.device | str = "cpu"
+                   ) -> Callable[[Generator], float]:
+    """generator -> validation HR@50 of GF_u as a recommender (seeded noise, training items excluded): how the CGAN
+    chooses its epoch, in the owner's chain and in the CGAN search alike."""
+
+    def validate(G: Generator) -> float:
+        return validation_metrics(CGANLists(G, CGANConfig()).scorer(trained_on.train, seed, device), trained_on,
+                                  device)[f"HR@{SELECTION_K}"]
+
+    return validate
+
+
 def fit_cgan(trained_on: LeaveOneOutSplit, config: CGANConfig, seed: int, device: torch.device | str = "cpu",
              progress: bool = False) -> CGANLists:
     """The CGAN on the training sets (`config` with the chain's seed), its epoch chosen on validation HR@50."""
     config = replace(config, seed=seed, progress=progress)
-    users = trained_on.eval_users
-
-    def validate(G: Generator) -> float:
-        return validation_metrics(CGANLists(G, config).scorer(trained_on.train, seed, device), trained_on,
-                                  device)[f"HR@{SELECTION_K}"]
-
-    result = train_cgan(trained_on.train, config, validate=validate if users.size else None, device=device)
+    validate = cgan_validator(trained_on, seed, device) if trained_on.eval_users.size else None
+    result = train_cgan(trained_on.train, config, validate=validate, device=device)
     model = CGANLists(result.generator, config, result)
     model.report = FitReport(
         chosen={"epoch": result.best_epoch}, tried=[r for r in result.history if "valid" in r],
@@ -83,4 +91,4 @@ def fit_cgan(trained_on: LeaveOneOutSplit, config: CGANConfig, seed: int, device
     return model
 
 
-__all__ = ["CGANLists", "fit_cgan"]
+__all__ = ["CGANLists", "cgan_validator", "fit_cgan"]
