@@ -1,8 +1,9 @@
 """Batched full-ranking evaluation for any scorer (ALGORITHMS.md section 6).
 
 Every item is scored; the user's training items (and, when testing, the validation item) are set to -inf, never
-multiplied by 0; the rank of the held-out item is the number of remaining items scored strictly higher plus the
-number of other items tied with it (ties count against the model, so a constant scorer cannot look perfect).
+multiplied by 0; the rank of the held-out item is the number of other items scored at or above it, counted in one
+comparison pass (ties count against the model, so a constant scorer cannot look perfect). A NaN score of the target
+is an error (the model diverged); a NaN elsewhere compares False and ranks below the target.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def target_ranks(
     targets: np.ndarray,
     exclude: Sequence[ItemSets] = (),
     exclude_items: Sequence[np.ndarray] = (),
-    batch_size: int = 512,
+    batch_size: int = 128,  # user blocks small enough for the score block to stay in cache
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """0-based full-ranking rank of targets[k] for users[k].
@@ -68,11 +69,12 @@ def target_ranks(
         if torch.isneginf(target_scores).any():
             bad = int(batch_users[torch.isneginf(target_scores).squeeze(1).cpu().numpy()][0])
             raise ValueError(f"user {bad}'s target item is also in the excluded items; the split leaks")
-        if torch.isnan(scores).any():
+        if torch.isnan(target_scores).any():
             raise FloatingPointError("the model produced NaN scores; it may have diverged (try a lower learning rate)")
-        higher = (scores > target_scores).sum(1)
-        tied = (scores == target_scores).sum(1) - 1
-        ranks[start : start + batch_users.size] = (higher + tied).cpu().numpy()
+        # one pass: every item scored at or above the target, the target itself included, counts against it (a NaN
+        # score elsewhere compares False and ranks below the target)
+        at_or_above = (scores >= target_scores).sum(1, dtype=torch.int32)
+        ranks[start : start + batch_users.size] = (at_or_above - 1).cpu().numpy()
     return ranks
 
 
@@ -83,7 +85,7 @@ def evaluate(
     exclude: Sequence[ItemSets] = (),
     exclude_items: Sequence[np.ndarray] = (),
     ks: Sequence[int] = (50,),
-    batch_size: int = 512,
+    batch_size: int = 128,  # user blocks small enough for the score block to stay in cache
     device: torch.device | str = "cpu",
 ) -> EvalResult:
     """HR@K and NDCG@K for every K in `ks` on full ranking; see `target_ranks` for the arguments."""

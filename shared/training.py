@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shared.checkpoint import atomic_torch_save
+from shared.optim import LazyAdam
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class TrainResult:
 
 
 class _Optimizers:
-    """SparseAdam (lazy Adam: only rows in the batch move) for sparse-gradient embeddings, Adam for the rest."""
+    """Lazy Adam (only rows in the batch move, `shared.optim.LazyAdam`) for sparse-gradient embeddings, Adam for the
+    rest."""
 
     def __init__(self, model: nn.Module, lr: float, weight_decay: float) -> None:
         sparse_ids = {
@@ -86,7 +88,7 @@ class _Optimizers:
         dense = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
         self.parts: list[torch.optim.Optimizer] = []
         if sparse:
-            self.parts.append(torch.optim.SparseAdam(sparse, lr=lr))
+            self.parts.append(LazyAdam(sparse, lr=lr))
         if dense:
             self.parts.append(torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay))
 
@@ -109,7 +111,7 @@ class _Optimizers:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> Any:
-    """Adam for dense parameters plus SparseAdam for embeddings built with `sparse=True` (weight decay applies
+    """Adam for dense parameters plus lazy Adam for embeddings built with `sparse=True` (weight decay applies
     to the dense part only; embeddings are regularised by the models' own L2 term on the batch)."""
     return _Optimizers(model, lr, weight_decay)
 

@@ -75,3 +75,12 @@ def test_sampled_protocol_ranks():
         lambda users, items: scores[users[:, None], items], np.array([0]), np.array([2]), np.array([[0, 1, 3]])
     )
     assert ranks.tolist() == [1]
+
+
+def test_nan_target_is_an_error_and_nan_elsewhere_ranks_below():
+    scores = np.array([[0.5, np.nan, 0.9, 0.1], [np.nan, 0.2, 0.3, 0.4]], dtype=np.float32)
+    users = np.array([0])
+    # user 0: target item 0 (0.5); item 2 (0.9) is above it, the NaN item 1 and item 3 are not
+    assert target_ranks(make_scorer(scores), users, np.array([0])).tolist() == [1]
+    with pytest.raises(FloatingPointError, match="NaN scores"):
+        target_ranks(make_scorer(scores), np.array([1]), np.array([0]))
