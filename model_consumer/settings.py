@@ -60,6 +60,8 @@ class ConsumerSettings(SecretSettings):
     device: str = Field("auto", description="auto, cpu or cuda[:n]")
     host: str = "127.0.0.1"
     port: int = Field(8200, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="server processes of `serve`, each with its own copy of the model, "
+                         "sharing the port")
     log_level: str = Field("info", pattern=r"^(critical|error|warning|info|debug)$")
     max_body_bytes: int = Field(256 * 1024, ge=0, description="the largest request body accepted (413 above it, "
                                 "before authentication); a batch of max_batch 64-character tokens needs ~70 KB")

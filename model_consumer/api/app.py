@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import start_http_server
 
 from model_consumer.api.deps import matching_key
+from model_consumer.api.middleware import MeasureMiddleware
 from model_consumer.api.routes import admin, health, items, model, recommendations
 from model_consumer.api.state import ServiceState
 from model_consumer.serving import NoModelError
@@ -165,18 +166,7 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
                                "address": optional_limiter(settings.address_rate_per_s, settings.address_burst)}
     app.add_middleware(RateLimitMiddleware, identify=identify, limiters=app.state.rate_limiters)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
-        started = time.perf_counter()
-        code = "500"  # unless a response comes back: an unhandled error reaches the client as a 500
-        try:
-            response = await call_next(request)
-            code = str(response.status_code)
-            return response
-        finally:
-            template = getattr(request.scope.get("route"), "path", "unmatched")
-            state.metrics.requests.labels(request.method, template, code).inc()
-            state.metrics.latency.labels(request.method, template).observe(time.perf_counter() - started)
+    app.add_middleware(MeasureMiddleware, metrics=state.metrics)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # added last: the outermost
 
@@ -196,3 +186,22 @@ def create_app(settings: ConsumerSettings) -> FastAPI:
         app.include_router(router)
     _document_limits(app, settings)
     return app
+
+
+APP_FACTORY = "model_consumer.api.app:create_app_from_environment"  # what uvicorn's worker processes import
+
+
+def create_app_from_environment() -> FastAPI:
+    """`create_app` with the settings of the environment (`GDREC_CONSUMER_*`, key files, `.env`): each worker
+    process of `gdrec-consumer serve --workers N` builds its own application, loading the published model on its
+    own and reading the model folder only. Its log records go to stderr at the settings' level, and with several
+    workers torch's threads are shared out among them (unless OMP_NUM_THREADS says how many)."""
+    settings = ConsumerSettings()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s")
+    if settings.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+    return create_app(settings)

@@ -1,7 +1,8 @@
 """Dependencies of the routes as `Annotated` aliases: the state, the served model (503 until loaded), the bearer
 keys (401 for a missing, repeated, malformed or wrong key) and `SingleValuedQuery`, which refuses a query parameter
 given twice. Protected routers list their key first and `SingleValuedQuery` after it, so that a caller without a
-valid key learns nothing of the API's shape: 401 comes before any 422."""
+valid key learns nothing of the API's shape: 401 comes before any 422. They only read memory and never block,
+so they run on the event loop (a `def` dependency would cost every request a trip through the thread pool)."""
 
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def get_model(state: State) -> LoadedModel:
+async def get_model(state: State) -> LoadedModel:
     model = state.model
     if model is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready: no model is loaded yet (run "
@@ -67,11 +68,11 @@ def _check(expected: SecretStr | None, request: Request, what: str) -> None:
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]  # documents the scheme in OpenAPI
 
 
-def require_api_key(state: State, request: Request, _: Credentials) -> None:
+async def require_api_key(state: State, request: Request, _: Credentials) -> None:
     _check(state.settings.api_key, request, "API key")
 
 
-def require_admin_key(state: State, request: Request, _: Credentials) -> None:
+async def require_admin_key(state: State, request: Request, _: Credentials) -> None:
     if state.settings.admin_key is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin routes are disabled: set GDREC_CONSUMER_ADMIN_KEY")
     _check(state.settings.admin_key, request, "admin key")
@@ -83,7 +84,7 @@ AdminKey = Depends(require_admin_key)
 REPEATABLE_QUERY = frozenset({"exclude"})  # query parameters a route reads as a list
 
 
-def single_valued_query(request: Request) -> None:
+async def single_valued_query(request: Request) -> None:
     """422 for a query parameter given more than once, except those read as lists (FastAPI would keep the last)."""
     detail = repeated_query_detail(request.query_params.multi_items(), REPEATABLE_QUERY)
     if detail is not None:

@@ -8,7 +8,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from model_consumer.serving import LoadedModel, load_model
+from model_consumer.serving import LoadedModel, load_model, precomputed
 from model_consumer.settings import ConsumerSettings
 from shared.device import resolve_device
 
@@ -44,9 +44,10 @@ class ServiceState:
     def reload(self) -> tuple[LoadedModel, bool]:
         """Load the published model and swap it in if it is a new version; returns (served model, swapped)."""
         with self._swap:
-            loaded = load_model(self.settings.layout, self.device)
+            loaded = load_model(self.settings.layout, self.device)  # read and checked, not yet precomputed
             if self._model is not None and loaded.version == self._model.version:
                 return self._model, False
+            loaded = precomputed(loaded, self.settings.max_k)
             previous, self._model = self._model, loaded
             self.metrics.model.info({"version": loaded.version, "export_id": loaded.card.export_id,
                                      "family": loaded.card.family})

@@ -116,6 +116,25 @@ def test_batch_and_similar(client, bundle):
     assert len(similar.items) == 4 and "item-003" not in {i.item_id for i in similar.items}
 
 
+@pytest.mark.parametrize("query", [{"k": 5}, {"k": 16}, {"k": 4, "exclude": ["item-001", "item-012"]}],
+                         ids=["k5", "whole-catalog", "exclude"])
+def test_answers_are_the_bytes_of_the_response_models(client, bundle, query):
+    """The routes build their JSON themselves: byte for byte what the documented response model serialises to."""
+    token = bundle.users[3].token
+    response = client.get(f"/v1/recommendations/{token}", params=query, headers=AUTH)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.content == RecommendationList.model_validate_json(response.content).model_dump_json().encode()
+    tokens = [token, "0" * 32, bundle.users[4].token, token]
+    batch = client.post("/v1/recommendations/batch", json={"tokens": tokens, **query}, headers=AUTH)
+    assert batch.status_code == 200 and batch.headers["content-type"] == "application/json"
+    parsed = BatchRecommendations.model_validate_json(batch.content)
+    assert batch.content == parsed.model_dump_json().encode()
+    single = RecommendationList.model_validate_json(response.content)
+    assert [i.item_id for i in parsed.results[0].items] == [i.item_id for i in single.items]
+    assert [i.score for i in parsed.results[0].items] == pytest.approx([i.score for i in single.items], rel=1e-6)
+    assert parsed.unknown_tokens == ["0" * 32] and len(parsed.results) == 2
+
+
 def test_metrics_count_requests_and_name_the_model(client):
     client.get("/health")
     text = metrics(client)

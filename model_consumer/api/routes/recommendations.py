@@ -1,6 +1,10 @@
 """Top-K recommendations for user tokens. The caller may name items to leave out (only it knows the user's
 history); the owner's remote evaluation does not: it asks for more items and filters locally.
 
+The answers are JSON bytes built once from plain lists (`pydantic_core.to_json`, the serializer the response models
+use, so the bytes are those of `RecommendationList` / `BatchRecommendations`); the models stay the documented
+`response_model` of each route.
+
 The batch route reads its JSON body itself, after the key was checked (a body parameter would be read and parsed
 by the framework before any dependency runs): a caller without a valid key learns nothing of the body's shape."""
 
@@ -9,13 +13,17 @@ from __future__ import annotations
 from email.message import Message
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+import anyio
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, ValidationError
+from pydantic_core import to_json
 
 from model_consumer.api.deps import ApiKey, Model, SingleValuedQuery, State
+from model_consumer.serving import Ranking
 from shared.schemas import (
     MAX_EXCLUDED_ITEMS,
+    SCHEMA_VERSION,
     BatchRecommendationRequest,
     BatchRecommendations,
     ErrorResponse,
@@ -46,6 +54,18 @@ class KQuery(NoQuery):
 class RecommendQuery(KQuery):
     exclude: list[ExcludedItem] = Field(default_factory=list, max_length=MAX_EXCLUDED_ITEMS,
                                         description="item ids to leave out (repeatable)")
+
+
+def _listing(token: str, ranking: Ranking, model_version: str) -> dict:
+    """A `RecommendationList` as plain data, its fields in the model's order."""
+    return {"schema_version": SCHEMA_VERSION, "token": token,
+            "items": [{"item_id": item, "score": score}
+                      for item, score in zip(ranking.item_ids, ranking.scores, strict=True)],
+            "model_version": model_version}
+
+
+def _json_response(payload: dict) -> Response:
+    return Response(to_json(payload), media_type="application/json")
 
 
 def check_k(k: int, max_k: int, where: str = "query parameter 'k'") -> None:
@@ -99,16 +119,19 @@ def batch_needs_post() -> None:
 
 @router.get("/{token}", response_model=RecommendationList, responses=ERRORS,
             summary="the top-k catalog items for one user token, best first")
-def recommend(token: str, state: State, model: Model, query: Annotated[RecommendQuery, Query()]
-              ) -> RecommendationList:
+async def recommend(token: str, state: State, model: Model, query: Annotated[RecommendQuery, Query()]
+                    ) -> Response:
     k, exclude = query.k, query.exclude
     check_k(k, state.settings.max_k)
     if token not in model.token_index:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user token {token[:12]}...: the served model "
                             f"({model.version}) was trained on export {model.card.export_id[:12]}, which does not "
                             "list it")
-    items = model.recommend([token], k, exclude)[0]
-    return RecommendationList(token=token, items=items, model_version=model.version)
+    if model.precomputed(k, exclude):  # a slice of a precomputed row: no need for the thread pool
+        ranking = model.recommend([token], k, exclude)[0]
+    else:  # scoring the catalog must not block the event loop
+        ranking = (await anyio.to_thread.run_sync(model.recommend, [token], k, exclude))[0]
+    return _json_response(_listing(token, ranking, model.version))
 
 
 BATCH_BODY = {"required": True, "content": {"application/json": {
@@ -118,7 +141,7 @@ BATCH_BODY = {"required": True, "content": {"application/json": {
 @router.post("/batch", response_model=BatchRecommendations, responses={**ERRORS, **BATCH_ERRORS},
              openapi_extra={"requestBody": BATCH_BODY},
              summary="top-k for many tokens at once; unknown tokens are listed, not an error")
-def recommend_batch(body: BatchRequest, state: State, model: Model) -> BatchRecommendations:
+def recommend_batch(body: BatchRequest, state: State, model: Model) -> Response:
     check_k(body.k, state.settings.max_k, "body parameter 'k'")
     if len(body.tokens) > state.settings.max_batch:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body 'tokens': at most "
@@ -126,7 +149,7 @@ def recommend_batch(body: BatchRequest, state: State, model: Model) -> BatchReco
     known = [t for t in dict.fromkeys(body.tokens) if t in model.token_index]
     unknown = [t for t in dict.fromkeys(body.tokens) if t not in model.token_index]
     lists = model.recommend(known, body.k, body.exclude) if known else []
-    return BatchRecommendations(
-        results=[RecommendationList(token=t, items=items, model_version=model.version)
-                 for t, items in zip(known, lists, strict=True)],
-        unknown_tokens=unknown, model_version=model.version)
+    return _json_response({
+        "schema_version": SCHEMA_VERSION,
+        "results": [_listing(t, ranking, model.version) for t, ranking in zip(known, lists, strict=True)],
+        "unknown_tokens": unknown, "model_version": model.version})
