@@ -36,6 +36,10 @@ PRODUCT_GENERATOR = "auto"  # `gdrec-owner train` and the demo: the family whose
 AUTO_FAMILIES = ("itemknn", "teacher", "vae")  # auto's candidates, in the order they are tried
 AUTO_BUDGET_S = 1800.0  # auto stops trying further candidates once this many seconds have passed
 PRODUCT_INCLUDE_OBSERVED = False  # the product's export leaves each user's own training items out of their list
+# -- the teacher's own hyperparameter search (data_owner.tuning) on a dataset without a preset
+TUNE_BUDGET_S = 900.0  # wall-clock seconds the search may take (a running trial stops at its next evaluation)
+TUNE_TRIALS = 40  # at most this many trials
+TUNE_PATIENCE = 3  # evaluations without validation gain before a trial stops (the teacher's own: PATIENCE)
 
 @dataclass(frozen=True)
 class Pretraining:
@@ -85,6 +89,13 @@ class TeacherSettings:
         if self.pretrain is not None and self.family != "neumf":
             raise ValueError(f"pre-training is defined for NeuMF only, not {self.family!r}")
 
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> TeacherSettings:
+        """The settings `key_payload` (or `asdict`) wrote: {"family", "model", "lr", "pretrain" (optional)}."""
+        pretrain = payload.get("pretrain")
+        return cls(payload["family"], dict(payload["model"]), float(payload["lr"]),
+                   None if pretrain is None else Pretraining(**pretrain))
+
     def key_payload(self) -> dict[str, Any]:
         """What an owner stage key records of the teacher (`pretrain` only when on, so older keys stay valid)."""
         payload = asdict(self)
@@ -98,8 +109,8 @@ class TeacherSettings:
         return {"model": dict(self.model), "lr": self.lr, "pretrain": self.pretrain}
 
 
-# Chosen on the validation item (docs/experiments.md "Teachers and their presets"); datasets given by path use the
-# family's default.
+# Chosen on the validation item (docs/experiments.md "Teachers and their presets"). For a dataset without a preset (a
+# path) the owner's chain searches the settings on validation, starting from the family's default (`TeacherTuning`).
 TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
     ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3),
     ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-3),
@@ -140,6 +151,53 @@ def teacher_preset(dataset: str, family: str) -> TeacherSettings:
     if family not in DEFAULT_TEACHERS:
         raise ValueError(f"teacher family must be one of {sorted(DEFAULT_TEACHERS)}, got {family!r}")
     return TEACHER_PRESETS.get((dataset, family), DEFAULT_TEACHERS[family])
+
+
+def has_teacher_preset(dataset: str, family: str) -> bool:
+    """Whether (dataset, family) has a preset chosen on validation (a dataset given by path never has)."""
+    return (dataset, family) in TEACHER_PRESETS
+
+
+@dataclass(frozen=True)
+class TeacherTuning:
+    """The search of the teacher's settings on the validation item (`data_owner.tuning`): its wall-clock budget, a
+    cap on trials, each trial's early stopping, the search space, and the parameter budget the architectures must fit
+    (None: the parameter count of the preset, or of the family's default, on the dataset at hand).
+
+    BPR searches `reg` and `lr` on a log scale and `dim` among `dims`; NeuMF also its MLP tower among `hidden` (both
+    embedding branches `dim` wide). Trials train without NCF pre-training."""
+
+    budget_s: float = TUNE_BUDGET_S
+    n_trials: int = TUNE_TRIALS
+    patience: int = TUNE_PATIENCE
+    max_params: int | None = None
+    reg: tuple[float, float] = (1e-5, 1e-1)
+    lr: tuple[float, float] = (1e-3, 2e-2)
+    dims: tuple[int, ...] = (16, 32, 64, 100, 128, 200, 256)
+    hidden: tuple[tuple[int, ...], ...] = ((16, 8), (32, 16), (64, 32))
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.budget_s, int | float) and self.budget_s > 0):
+            raise ValueError(f"the tuning budget must be a positive number of seconds, got {self.budget_s!r}")
+        if not (isinstance(self.n_trials, int) and self.n_trials >= 1):
+            raise ValueError(f"the tuning needs at least 1 trial, got n_trials={self.n_trials!r}")
+        if not (isinstance(self.patience, int) and self.patience >= 1):
+            raise ValueError(f"a tuning trial's patience must be at least 1 evaluation, got {self.patience!r}")
+        if self.max_params is not None and not (isinstance(self.max_params, int) and self.max_params >= 1):
+            raise ValueError(f"the tuning's parameter budget must be a positive integer, got {self.max_params!r}")
+        for name in ("reg", "lr"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"the tuning's {name} range must satisfy 0 < low <= high, got ({low}, {high})")
+        if not self.dims or min(self.dims) < 1:
+            raise ValueError(f"the tuning's dims must be positive widths, got {list(self.dims)}")
+        if not self.hidden or any(not widths or min(widths) < 1 for widths in self.hidden):
+            raise ValueError(f"the tuning's hidden towers must be non-empty lists of positive widths, got "
+                             f"{[list(w) for w in self.hidden]}")
+
+    def key_payload(self) -> dict[str, Any]:
+        """What decides the search's result besides the data, the seed and the schedule (the stage key's part)."""
+        return asdict(self)
 
 
 def teacher_from_fields(dataset: str, family: str, fields: dict[str, Any], option: str = "--teacher-json"
@@ -194,12 +252,19 @@ class ChainConfig:
     generator_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per family, over its defaults
     auto_families: tuple[str, ...] = AUTO_FAMILIES
     auto_budget_s: float = AUTO_BUDGET_S
+    # search the teacher's settings on validation before the KD teacher (data_owner.tuning): None = when the
+    # dataset has no preset for the family and no teacher settings are given; True = always; False = never
+    tune: bool | None = None
+    tuning: TeacherTuning = field(default_factory=TeacherTuning)
     device: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.teacher is not None and self.teacher.family != self.family:
             raise ValueError(f"teacher settings are for {self.teacher.family!r}, the family is {self.family!r}")
+        if self.tune is True and self.teacher is not None:
+            raise ValueError("tuning searches the teacher's settings: give either tune=True (--tune) or teacher "
+                             "settings (--teacher-json), not both")
         teacher_preset(self.dataset, self.family)  # validates the family
         if self.list_length < 1 or not self.temperature > 0:
             raise ValueError("list_length must be at least 1 and temperature positive")
@@ -233,7 +298,16 @@ class ChainConfig:
 
     @property
     def teacher_settings(self) -> TeacherSettings:
+        """The given teacher settings, else the preset (or the family's default). Under `tunes_teacher` the owner's
+        chain replaces them with the search's choice before the KD teacher trains."""
         return self.teacher or teacher_preset(self.dataset, self.family)
+
+    @property
+    def tunes_teacher(self) -> bool:
+        """Whether the owner's chain searches the teacher's settings (see `tune`)."""
+        if self.tune is None:
+            return self.teacher is None and not has_teacher_preset(self.dataset, self.family)
+        return self.tune
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "teacher": asdict(self.teacher_settings)}
@@ -260,11 +334,16 @@ __all__ = [
     "TEACHER_EPOCHS",
     "TEACHER_PRESETS",
     "TEMPERATURE",
+    "TUNE_BUDGET_S",
+    "TUNE_PATIENCE",
+    "TUNE_TRIALS",
     "ChainConfig",
     "Pretraining",
     "RrTrueSizeEpochs",
     "TeacherSettings",
+    "TeacherTuning",
     "cgan_preset",
+    "has_teacher_preset",
     "teacher_from_fields",
     "teacher_preset",
 ]

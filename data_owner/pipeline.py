@@ -1,5 +1,7 @@
 """`gdrec-owner train`: the owner's side of GD-REC Algorithm 1, as resumable stages in an artifacts directory.
 
+    tune_teacher  (a dataset without a teacher preset, or `tune=True`) the teacher's settings searched on the
+                validation item within a wall-clock budget (`data_owner.tuning`); the KD teacher trains with them
     kd_teacher  the teacher on the raw training split (L_CF), epoch selected on the validation item
     generator   the list generator (`data_owner.generators`: the paper's CGAN, item kNN, Mult-VAE, the teacher
                 with Gumbel noise, EASE; or "auto", the family whose dry-run student validates best)
@@ -46,7 +48,7 @@ import numpy as np
 import torch
 
 from data_owner import stages
-from data_owner.config import ChainConfig
+from data_owner.config import ChainConfig, TeacherSettings
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.generators import ListGenerator, load_generator, validation_metrics
 from data_owner.lists import GeneratedLists
@@ -60,8 +62,10 @@ from shared.schemas import ExportBundle
 log = logging.getLogger(__name__)
 
 STAGES = ("kd_teacher", "generator", "lists", "gd_teacher", "export")
+TUNING_STAGE = "tune_teacher"  # runs before STAGES when the chain tunes its teacher (`ChainConfig.tunes_teacher`)
 INPUTS: dict[str, tuple[str, ...]] = {  # the stages whose output each stage reads (and see `inputs_of`)
-    "kd_teacher": (),
+    TUNING_STAGE: (),
+    "kd_teacher": (),  # + the tuning stage when the chain tunes its teacher
     "generator": (),  # + the KD teacher for the teacher family and for auto's dry-run students
     "lists": ("generator",),
     "gd_teacher": ("kd_teacher", "lists"),
@@ -150,6 +154,21 @@ def stage_keys(config: ChainConfig, data: str, secret_fp: str) -> dict[str, str]
     return keys
 
 
+def stages_of(config: ChainConfig) -> tuple[str, ...]:
+    """The stages a run of `config` goes through, in order."""
+    return (TUNING_STAGE, *STAGES) if config.tunes_teacher else STAGES
+
+
+def tuning_key(config: ChainConfig, data: str, secret_fp: str) -> str:
+    """The tuning stage's key: the data, the settings it starts from, the search (budget, trials, space, parameter
+    budget), the trials' schedule and seed, and under randomized response the randomized matrix it trains on."""
+    rr = {} if config.rr_epsilon is None else {"rr_epsilon": config.rr_epsilon, "rr_secret": secret_fp,
+                                               "rr_true_size_epochs": config.rr_true_size_epochs}
+    return _key({"data": data, "base": config.teacher_settings.key_payload(), "tuning": config.tuning.key_payload(),
+                 "epochs": config.teacher_epochs, "eval_every": config.eval_every, "seed": config.seed,
+                 "batch_size": config.batch_size, **rr})
+
+
 def read_stage(layout: ArtifactLayout, name: str) -> dict[str, Any] | None:
     """The finished record of a stage, or None when it has not finished."""
     try:
@@ -165,6 +184,7 @@ class _Chain:
                  keys: dict[str, str], device: torch.device, inputs: dict[str, Any]) -> None:
         self.config, self.layout, self.split, self.secret = config, layout, split, secret
         self.keys, self.device, self.inputs = keys, device, inputs
+        self.names = stages_of(config)
         self._memo: dict[str, Any] = {}
         self._model_split: LeaveOneOutSplit | None = None
 
@@ -187,6 +207,8 @@ class _Chain:
         deps = INPUTS[name]
         if name == "generator" and self.config.uses_kd_teacher_for_lists:
             deps = ("kd_teacher",)
+        if name == "kd_teacher" and TUNING_STAGE in self.names:
+            deps = (TUNING_STAGE,)
         return {dep: (read_stage(self.layout, dep) or {}).get("output_id") for dep in deps}
 
     # -- outputs, loaded lazily from finished stages
@@ -194,6 +216,16 @@ class _Chain:
         if name not in self._memo:
             self._memo[name] = getattr(self, f"_load_{name}")(self.layout.stage(name))
         return self._memo[name]
+
+    def adopt_tuned_teacher(self, data_fp: str, secret_fp: str) -> None:
+        """Train the rest of the chain with the tuning stage's settings: the config takes them as its teacher, and the
+        keys of the later stages follow (the KD teacher's key holds the tuned settings)."""
+        settings: TeacherSettings = self.output(TUNING_STAGE)
+        self.config = replace(self.config, teacher=settings, tune=False)
+        self.keys = {**stage_keys(self.config, data_fp, secret_fp), TUNING_STAGE: self.keys[TUNING_STAGE]}
+
+    def _load_tune_teacher(self, folder: Path) -> TeacherSettings:
+        return TeacherSettings.from_payload(json.loads((folder / STAGE_FILE).read_text())["summary"]["teacher"])
 
     def _load_kd_teacher(self, folder: Path) -> Recommender:
         return load_checkpoint(folder, self.device)[0]
@@ -207,10 +239,18 @@ class _Chain:
         return GeneratedLists.load(folder)
 
     # -- stage bodies: compute (data_owner.stages), write into `folder`, return (output, summary)
+    def _run_tune_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
+        result = stages.tuned_teacher_settings(self.split, self.model_split, self.config, self.device)
+        report = result.to_dict()
+        atomic_write_text(folder / "tuning.json", json.dumps(report, indent=2, default=str))
+        summary = {**{k: v for k, v in report.items() if k != "trials"}, "summary_line": result.summary_line()}
+        return result.settings, summary
+
     def _run_kd_teacher(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
         run = stages.kd_teacher(self.split, self.model_split, c, self.device, str(self.partial("kd_teacher")))
         summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
+                   "lr": c.teacher_settings.lr, "tuned": TUNING_STAGE in self.names,
                    "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
                    **stages.reported_metrics(run.model, self.split, c, run.valid, run.test)}
         save_checkpoint(folder, run.model, {"stage": "kd_teacher", **summary})
@@ -273,7 +313,7 @@ class _Chain:
         now. Every finished stage gets a fresh `output_id` and records those of its inputs: a redone input (in
         this run or in an interrupted one) may differ, e.g. under GPU nondeterminism, so what read it is redone."""
         record = read_stage(self.layout, name)
-        step = f"[{index}/{len(STAGES)}] {name}"
+        step = f"[{index}/{len(self.names)}] {name}"
         inputs = self.inputs_of(name)
         same_key = record is not None and record.get("key") == self.keys[name]
         same_inputs = record is not None and record.get("inputs") == inputs
@@ -347,11 +387,19 @@ def _run_locked(config: ChainConfig, layout: ArtifactLayout, secret: bytes, data
     inputs = {"dataset": dataset, "data_dir": None if data_dir is None else str(Path(data_dir).expanduser().resolve()),
               "data_fingerprint": data_fp, "secret_fingerprint": secret_fp}
     log.info("%s; artifacts in %s, device %s", split.summary(), layout.root, device)
+    if config.tunes_teacher:
+        keys[TUNING_STAGE] = tuning_key(config, data_fp, secret_fp)
     chain = _Chain(config, layout, split, secret, keys, device, inputs)
-    reports = [chain.run(name, index, restart) for index, name in enumerate(STAGES, start=1)]
+    reports = []
+    for index, name in enumerate(chain.names, start=1):
+        reports.append(chain.run(name, index, restart))
+        if name == TUNING_STAGE:
+            chain.adopt_tuned_teacher(data_fp, secret_fp)
+    config, keys = chain.config, chain.keys
     export_record = read_stage(layout, "export") or {}
     summary = {
         "dataset": config.dataset,
+        "teacher": {**config.teacher_settings.key_payload(), "tuned": TUNING_STAGE in chain.names},
         "split": split.summary(),
         "export_id": export_record.get("summary", {}).get("export_id"),
         "stages": {r.name: {"status": r.status, "seconds": r.seconds, **r.summary} for r in reports},
@@ -375,6 +423,7 @@ def load_export(layout: ArtifactLayout) -> tuple[ExportBundle, dict[str, Any]]:
 __all__ = [
     "INPUTS",
     "STAGES",
+    "TUNING_STAGE",
     "PipelineResult",
     "StageReport",
     "load_export",
@@ -383,4 +432,6 @@ __all__ = [
     "run_pipeline",
     "split_fingerprint",
     "stage_keys",
+    "stages_of",
+    "tuning_key",
 ]

@@ -1,6 +1,7 @@
 """The stages of the owner's GD-REC chain (Algorithm 1) as plain functions, with no storage concern.
 
     model_split  what the models train on: the split, or under randomized response its randomized copy
+    tuned_teacher_settings  the teacher's settings searched on the validation item (a dataset without a preset)
     kd_teacher   the teacher on the model split (L_CF), epoch selected on the validation item
     cgan         the CGAN with the mask mechanism, selected on validation HR@50 of GF_u as a recommender
     lists        the generated lists GF(I)_u (top-L of GF_u; own training items included or not)
@@ -29,6 +30,7 @@ from data_owner.generators.select import choose_generator
 from data_owner.lists import GeneratedLists
 from data_owner.privacy.controls import randomized_response_seed, randomized_split, teacher_epoch_pairs
 from data_owner.teacher import TeacherRun, continue_on_generated, test_result, train_base_model, validation_result
+from data_owner.tuning import TuningResult, tune_teacher
 from shared.models import Recommender
 from shared.schemas import ExportBundle
 from shared.training import TrainConfig
@@ -56,6 +58,16 @@ def train_config(config: ChainConfig, epochs: int, checkpoint_dir: str | None = 
     return TrainConfig(epochs=epochs, lr=config.teacher_settings.lr, patience=config.patience,
                        eval_every=config.eval_every, seed=config.seed, progress=config.progress,
                        checkpoint_dir=checkpoint_dir)
+
+
+def tuned_teacher_settings(split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, config: ChainConfig,
+                           device: torch.device) -> TuningResult:
+    """The teacher's settings searched on the model split's validation item (`data_owner.tuning`), starting from the
+    preset (or the family's default), each trial trained as `kd_teacher` trains (its epochs, evaluation interval,
+    seed and epoch size) within `config.tuning`'s budget."""
+    return tune_teacher(trained_on, config.teacher_settings, config.tuning,
+                        train_config(config, config.teacher_epochs), batch_size=config.batch_size, device=device,
+                        pairs_per_epoch=epoch_pairs(split, config))
 
 
 def kd_teacher(split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, config: ChainConfig, device: torch.device,
@@ -164,4 +176,5 @@ __all__ = [
     "model_split",
     "reported_metrics",
     "train_config",
+    "tuned_teacher_settings",
 ]

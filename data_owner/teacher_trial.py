@@ -1,17 +1,20 @@
 """One teacher trained alone on the raw training split (for choosing hyperparameters): its architecture config from
-a few widths, training with selection on validation, and a checkpoint with a JSON summary."""
+a few widths, or from the teacher's own search on the validation item (`data_owner.tuning`), training with selection
+on validation, and a checkpoint with a JSON summary."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from data_owner.config import Pretraining
-from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
+from data_owner.config import Pretraining, TeacherTuning, teacher_preset
+from data_owner.data import DATASETS, LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.teacher import train_base_model
+from data_owner.tuning import TuningResult, tune_teacher
 from shared.checkpoint import save_checkpoint
 from shared.device import resolve_device
 from shared.training import TrainConfig
@@ -28,17 +31,24 @@ def teacher_config(family: str, dim: int, hidden: str | None, reg: float | None)
 
 
 def dataset_name(dataset: str) -> str:
-    """A dataset's short name: the stem of a file path, or the registered name itself."""
-    return Path(dataset).stem if Path(dataset).exists() else dataset
+    """A dataset's short name, unique per dataset: a registered name itself; for a file path its stem and the first 8
+    hex digits of the sha256 of its resolved path (two `users.dat` in two folders get two names)."""
+    path = Path(dataset).expanduser()
+    if dataset in DATASETS or not path.exists():
+        return dataset
+    resolved = str(path.resolve())
+    return f"{path.stem}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
 class TeacherTrial:
-    """A trained teacher: the split it saw, its summary (config, metrics, timings) and its checkpoint folder."""
+    """A trained teacher: the split it saw, its summary (config, metrics, timings), its checkpoint folder, and the
+    search that chose its settings (None: they were given)."""
 
     split: LeaveOneOutSplit
     summary: dict[str, Any]
     out: Path
+    tuning: TuningResult | None = None
 
 
 def train_teacher_trial(
@@ -46,7 +56,7 @@ def train_teacher_trial(
     family: str,
     train_config: TrainConfig,
     *,
-    dim: int,
+    dim: int = 64,
     hidden: str | None = None,
     reg: float | None = None,
     batch_size: int,
@@ -54,15 +64,28 @@ def train_teacher_trial(
     data_dir: Path | None = None,
     pretrain: Pretraining | None = None,
     out: Path | None = None,
+    tuning: TeacherTuning | None = None,
 ) -> TeacherTrial:
     """Train a `family` teacher on `dataset`'s leave-one-out training split, select its epoch on validation, and save
     the checkpoint (with the id maps) and `summary.json` under `out` (default
-    artifacts/teachers/<name>-<family>-d<dim>-s<seed>). Raises FileNotFoundError, ValueError or RuntimeError for a
-    missing dataset, a bad config or an unavailable device."""
+    artifacts/teachers/<name>-<family>-d<dim>-s<seed>, `name` from `dataset_name`). With `tuning`, the architecture
+    and the learning rate come from the search on the validation item (`data_owner.tuning`, starting from the
+    dataset's preset or the family's default; `dim`, `hidden`, `reg` and `train_config.lr` are not used) and the
+    summary holds its report. Raises FileNotFoundError, ValueError or RuntimeError for a missing dataset, a bad
+    config or an unavailable device."""
     started = time.perf_counter()
     split = leave_one_out_split(load_dataset(dataset, data_dir=data_dir))
     resolved = resolve_device(device)
-    config = teacher_config(family, dim, hidden, reg)
+    tuned = None
+    if tuning is not None:
+        if pretrain is not None:
+            raise ValueError("tuning trains its trials without NCF pre-training; tune or pre-train, not both")
+        tuned = tune_teacher(split, teacher_preset(dataset, family), tuning, train_config, batch_size=batch_size,
+                             device=resolved)
+        config, train_config = dict(tuned.settings.model), replace(train_config, lr=tuned.settings.lr)
+        dim = int(config["dim"] if family == "bpr" else config["dim_gmf"])
+    else:
+        config = teacher_config(family, dim, hidden, reg)
     run = train_base_model(split, family, config, train_config, batch_size=batch_size, device=resolved,
                            pretrain=pretrain)
     name = dataset_name(dataset)
@@ -71,6 +94,7 @@ def train_teacher_trial(
         "dataset": name,
         "model": family,
         "config": config,
+        "lr": train_config.lr,
         "num_parameters": run.model.num_parameters(),
         "best_epoch": run.train.best_epoch,
         "epochs_run": run.train.epochs_run,
@@ -81,6 +105,7 @@ def train_teacher_trial(
         "device": str(resolved),
         "seed": train_config.seed,
         "pretrain": None if pretrain is None else {**asdict(pretrain), "branches": run.extra["pretrain"]},
+        "tuning": None if tuned is None else tuned.to_dict(),
     }
     save_checkpoint(
         out,
@@ -88,4 +113,4 @@ def train_teacher_trial(
         {**summary, "item_ids": [str(i) for i in split.item_ids], "user_ids": [str(u) for u in split.user_ids]},
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return TeacherTrial(split=split, summary=summary, out=out)
+    return TeacherTrial(split=split, summary=summary, out=out, tuning=tuned)

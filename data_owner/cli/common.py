@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from data_owner.config import TUNE_BUDGET_S, TUNE_TRIALS
 from shared.options import json_object
 
 if TYPE_CHECKING:  # the settings are imported when a command runs, not to render --help
@@ -31,6 +32,33 @@ ArtifactsOption = Annotated[
 DatasetOption = Annotated[str, typer.Option(help="dataset name (ml-100k, citeulike-t, foursquare) or a file path")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")]
 SeedOption = Annotated[int, typer.Option()]
+TuneOption = Annotated[bool | None, typer.Option(
+    "--tune/--no-tune",
+    help="search the teacher's settings on the validation item before training it (Optuna, within --tune-budget); "
+         "default: when the dataset has no teacher preset (a file path), --no-tune: the preset or default settings")]
+TuneBudgetOption = Annotated[float | None, typer.Option(
+    min=1.0, help=f"wall-clock seconds the teacher's search may take (default {TUNE_BUDGET_S:.0f}); a trial still "
+                  "training then stops at its next evaluation")]
+TuneTrialsOption = Annotated[int | None, typer.Option(
+    min=1, help=f"at most this many trials of the teacher's search (default {TUNE_TRIALS})")]
+TuneMaxParamsOption = Annotated[int | None, typer.Option(
+    min=1, help="the teacher's search tries no architecture with more parameters (default: the size of the preset "
+                "or default teacher on this dataset)")]
+TUNING_FLAGS = {"budget_s": "--tune-budget", "n_trials": "--tune-trials", "max_params": "--tune-max-params"}
+
+
+def tuning_fields(budget_s: float | None, n_trials: int | None, max_params: int | None) -> dict[str, Any]:
+    """The `TeacherTuning` fields of the --tune-* options that were given."""
+    given = {"budget_s": budget_s, "n_trials": n_trials, "max_params": max_params}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def refuse_unused_tuning(fields: dict[str, Any], tunes: bool) -> None:
+    """End the command when --tune-* options were given but the teacher is not tuned (they would do nothing)."""
+    if fields and not tunes:
+        flags = ", ".join(TUNING_FLAGS[name] for name in fields)
+        raise fail(f"{flags}: only applies when the teacher is tuned; add --tune (this run uses the dataset's preset, "
+                   "explicit teacher settings or --no-tune)")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -1,5 +1,6 @@
-"""`gdrec-owner train`: KD teacher, list generator, generated lists, GD teacher and export into an artifacts
-directory, stage by stage (a rerun skips the finished stages)."""
+"""`gdrec-owner train`: KD teacher (its settings searched first on a dataset without a preset), list generator,
+generated lists, GD teacher and export into an artifacts directory, stage by stage (a rerun skips the finished
+stages)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ from data_owner.cli.common import (
     DeviceOption,
     Family,
     SeedOption,
+    TuneBudgetOption,
+    TuneMaxParamsOption,
+    TuneOption,
+    TuneTrialsOption,
     fail,
     json_option,
     load_settings,
+    refuse_unused_tuning,
+    tuning_fields,
 )
 from data_owner.config import (
     AUTO_BUDGET_S,
@@ -98,6 +105,10 @@ def train(
         help="teacher settings as JSON: {\"model\": {...architecture...}, \"lr\": ..., \"pretrain\": {\"alpha\": ..., "
              "\"gmf_reg\": ..., \"mlp_reg\": ..., \"finetune_lr\": ...} or null} (default: the dataset's "
              "preset)")] = None,
+    tune: TuneOption = None,
+    tune_budget: TuneBudgetOption = None,
+    tune_trials: TuneTrialsOption = None,
+    tune_max_params: TuneMaxParamsOption = None,
     patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = PATIENCE,
     eval_every: Annotated[int, typer.Option(min=1)] = EVAL_EVERY,
     batch_size: Annotated[int, typer.Option(min=1)] = BATCH_SIZE,
@@ -108,7 +119,7 @@ def train(
 ) -> None:
     """Train the owner's models and build the export, stage by stage; a rerun skips the finished stages."""
     from data_owner.chain_options import chain_config
-    from data_owner.pipeline import run_pipeline
+    from data_owner.pipeline import TUNING_STAGE, run_pipeline
 
     settings = load_settings(artifacts_dir=artifacts, data_dir=data_dir)
     teacher_fields = json_option(teacher_json, "teacher-json")
@@ -116,9 +127,11 @@ def train(
     if generator not in GENERATOR_CHOICES:
         raise fail(f"--generator must be one of {', '.join(GENERATOR_CHOICES)}, got {generator!r}")
     families = tuple(name.strip() for name in auto_families.split(",") if name.strip())
+    search = tuning_fields(tune_budget, tune_trials, tune_max_params)
     try:
         config = chain_config(
             dataset, model.value, cgan_epochs=cgan_epochs, cgan_json=cgan_json, teacher_fields=teacher_fields,
+            tune=tune, tuning_fields=search,
             consumer_id=consumer_id, seed=seed, list_length=list_length, include_observed=include_observed,
             rr_epsilon=rr_epsilon, rr_true_size_epochs=rr_true_size_epochs, temperature=temperature,
             teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, patience=patience, eval_every=eval_every,
@@ -127,6 +140,7 @@ def train(
         )
     except (TypeError, ValueError) as exc:
         raise fail(str(exc)) from None
+    refuse_unused_tuning(search, config.tunes_teacher)
     try:
         result = run_pipeline(config, settings.artifacts_dir, settings.secret_bytes(), data_dir=settings.data_dir,
                               restart=restart)
@@ -135,6 +149,10 @@ def train(
     typer.echo(f"\n{result.split_summary}")
     for line in stage_table(result):
         typer.echo(line)
+    teacher = result.stage("kd_teacher").summary
+    if any(stage.name == TUNING_STAGE for stage in result.stages):
+        typer.echo(result.stage(TUNING_STAGE).summary.get("summary_line", ""))
+    typer.echo(f"teacher: {model.value} {teacher.get('config', {})} lr {teacher.get('lr', '-')}")
     chosen = result.stage("generator").summary
     typer.echo(f"list generator: {chosen.get('family')} {chosen.get('settings', {})}")
     for candidate in chosen.get("selection", {}).get("candidates", []):

@@ -1,4 +1,5 @@
-"""`gdrec-owner train-teacher`: one teacher alone, for choosing hyperparameters."""
+"""`gdrec-owner train-teacher`: one teacher alone, for choosing hyperparameters; on a dataset without a teacher preset
+and without explicit settings, its settings are searched on the validation item first."""
 
 from __future__ import annotations
 
@@ -7,18 +8,35 @@ from typing import Annotated
 
 import typer
 
-from data_owner.cli.common import DatasetOption, DeviceOption, Family, Metric, SeedOption, fail, json_option
+from data_owner.cli.common import (
+    DatasetOption,
+    DeviceOption,
+    Family,
+    Metric,
+    SeedOption,
+    TuneBudgetOption,
+    TuneMaxParamsOption,
+    TuneOption,
+    TuneTrialsOption,
+    fail,
+    json_option,
+    refuse_unused_tuning,
+    tuning_fields,
+)
 from data_owner.config import BATCH_SIZE, EVAL_EVERY, PATIENCE, TEACHER_EPOCHS
+
+DEFAULT_DIM = 64
+DEFAULT_LR = 1e-3
 
 
 def train_teacher(
     dataset: DatasetOption,
     model: Annotated[Family, typer.Option(help="base model family")] = Family.bpr,
-    dim: Annotated[int, typer.Option(min=1, help="embedding width")] = 64,
+    dim: Annotated[int | None, typer.Option(min=1, help=f"embedding width (default {DEFAULT_DIM})")] = None,
     hidden: Annotated[str | None, typer.Option(help="NeuMF MLP widths, comma-separated")] = None,
     reg: Annotated[float | None, typer.Option(min=0.0, help="L2 weight on the batch embeddings")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = TEACHER_EPOCHS,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    lr: Annotated[float | None, typer.Option(min=0.0, help=f"learning rate (default {DEFAULT_LR:g})")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = BATCH_SIZE,
     patience: Annotated[int, typer.Option(min=0, help="evaluations without gain before stopping")] = PATIENCE,
     eval_every: Annotated[int, typer.Option(min=1)] = EVAL_EVERY,
@@ -28,6 +46,10 @@ def train_teacher(
     pretrain_json: Annotated[str | None, typer.Option(
         help="pre-training settings (implies --pretrain): {\"alpha\": 0.5, \"gmf_reg\": ..., \"mlp_reg\": ..., "
              "\"finetune_lr\": ...}")] = None,
+    tune: TuneOption = None,
+    tune_budget: TuneBudgetOption = None,
+    tune_trials: TuneTrialsOption = None,
+    tune_max_params: TuneMaxParamsOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     data_dir: Annotated[Path | None, typer.Option(help="overrides GDREC_DATA_DIR")] = None,
@@ -35,7 +57,7 @@ def train_teacher(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train a teacher on the raw training split, select the epoch on validation, report validation and test."""
-    from data_owner.config import Pretraining
+    from data_owner.config import Pretraining, TeacherTuning, has_teacher_preset
     from data_owner.teacher_trial import train_teacher_trial
     from shared.training import TrainConfig
 
@@ -43,18 +65,33 @@ def train_teacher(
         pretraining = Pretraining(**json_option(pretrain_json, "pretrain-json")) if pretrain or pretrain_json else None
     except (TypeError, ValueError) as exc:  # an unknown key or a bad value
         raise fail(f"--pretrain-json: {exc}") from None
-    train_config = TrainConfig(epochs=epochs, lr=lr, patience=patience, eval_every=eval_every, metric=metric.value,
-                               seed=seed, progress=progress)
+    explicit = [flag for flag, value in (("--dim", dim), ("--hidden", hidden), ("--reg", reg), ("--lr", lr),
+                                         ("--pretrain", pretraining)) if value is not None]
+    if tune is None:
+        tune = not explicit and not has_teacher_preset(dataset, model.value)
+    elif tune and explicit:
+        raise fail(f"--tune searches the teacher's settings itself: drop {', '.join(explicit)}, or pass --no-tune to "
+                   "train the given settings")
+    search = tuning_fields(tune_budget, tune_trials, tune_max_params)
+    refuse_unused_tuning(search, tune)
     try:
-        trial = train_teacher_trial(dataset, model.value, train_config, dim=dim, hidden=hidden, reg=reg,
-                                    batch_size=batch_size, device=device, data_dir=data_dir, pretrain=pretraining,
-                                    out=out)
+        tuning = TeacherTuning(**search) if tune else None
+        train_config = TrainConfig(epochs=epochs, lr=DEFAULT_LR if lr is None else lr, patience=patience,
+                                   eval_every=eval_every, metric=metric.value, seed=seed, progress=progress)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    try:
+        trial = train_teacher_trial(dataset, model.value, train_config, dim=DEFAULT_DIM if dim is None else dim,
+                                    hidden=hidden, reg=reg, batch_size=batch_size, device=device, data_dir=data_dir,
+                                    pretrain=pretraining, out=out, tuning=tuning)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from None
     summary = trial.summary
     typer.echo(f"\n{trial.split.summary()}")
+    if trial.tuning is not None:
+        typer.echo(trial.tuning.summary_line())
     typer.echo(
-        f"{model.value} {summary['config']}: {summary['num_parameters']:,} parameters, best epoch "
+        f"{model.value} {summary['config']} lr {summary['lr']:g}: {summary['num_parameters']:,} parameters, best epoch "
         f"{summary['best_epoch']} of {summary['epochs_run']}, {summary['train_seconds']} s on {summary['device']}"
     )
     typer.echo(f"{'':10}{'HR@50':>8}{'NDCG@50':>9}")

@@ -3,6 +3,7 @@ the chain config from option values, a published audit head read back, and the c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -81,9 +82,10 @@ def test_neumf_config_has_both_branches_dim_wide_and_a_halving_mlp_by_default():
     assert teacher_config("neumf", 16, "64,32,16", 0.0)["hidden"] == [64, 32, 16]
 
 
-def test_a_dataset_file_is_named_by_its_stem(tmp_path):
+def test_a_dataset_file_is_named_by_its_stem_and_a_hash_of_its_path(tmp_path):
     (tmp_path / "users.dat").write_text("")
-    assert dataset_name(str(tmp_path / "users.dat")) == "users"
+    digest = hashlib.sha256(str((tmp_path / "users.dat").resolve()).encode()).hexdigest()[:8]
+    assert dataset_name(str(tmp_path / "users.dat")) == f"users-{digest}"
     assert dataset_name("ml-100k") == "ml-100k"
 
 
@@ -92,11 +94,11 @@ def test_a_trial_saves_its_checkpoint_and_summary_under_the_default_name(clean_e
     write_users_dat(clean_environment / "users.dat", n_users=60, n_items=30)
     trial = train_teacher_trial("users.dat", "bpr", TrainConfig(epochs=2, seed=5, progress=False), dim=8,
                                 batch_size=64, device="cpu")
-    assert trial.out == Path("artifacts") / "teachers" / "users-bpr-d8-s5"
+    assert trial.out == Path("artifacts") / "teachers" / f"{dataset_name('users.dat')}-bpr-d8-s5"
     summary = json.loads((trial.out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(trial.summary))
     assert summary["num_parameters"] == (60 + 30) * 8 and summary["epochs_run"] == 2 and summary["seed"] == 5
-    assert summary["pretrain"] is None and summary["device"] == "cpu"
+    assert summary["pretrain"] is None and summary["device"] == "cpu" and summary["tuning"] is None
     assert (trial.out / "config.json").is_file() and trial.split.n_users == 60
 
 
