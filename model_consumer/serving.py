@@ -6,7 +6,8 @@ Rankings follow one total order: score descending, equal scores in catalog order
 token's first `depth` items of that order are computed once (`TopK`: int32 catalog indices and float32 scores), so a
 request without exclusions is a slice of a precomputed row; a request with exclusions, or deeper than `depth`,
 scores the whole catalog. Both give the same items in the same order. `depth` is the deepest k the service allows
-(its `max_k`, at most the catalog and `PRECOMPUTE_DEPTH`), reduced so that the table stays within `PRECOMPUTE_LIMIT_BYTES`."""
+(its `max_k`, at most the catalog and `PRECOMPUTE_DEPTH`), reduced so that the table stays within
+`PRECOMPUTE_LIMIT_BYTES`."""
 
 from __future__ import annotations
 
