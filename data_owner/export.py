@@ -2,7 +2,8 @@
 
 Per pseudonymous user token: the generated list GF(I)_u (external item ids, best first) and the teacher's soft
 targets q_ui = sigmoid(z^T_ui / t) on those items; plus a manifest (catalog, list length, temperature, teacher card,
-privacy switches, a content-derived export id). Nothing else about a user crosses: no raw id, no history.
+privacy switches, the generator card when known, a content-derived export id). Nothing else about a user crosses:
+no raw id, no history.
 Tokens are HMAC-SHA256(secret, consumer id, raw user id): pseudonyms, not anonymity."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +21,11 @@ from data_owner.lists import GeneratedLists
 from shared.losses import soft_targets
 from shared.models import Recommender
 from shared.schemas import (
+    MANIFEST_GENERATOR_VERSION,
+    SCHEMA_VERSION,
     ExportBundle,
     ExportManifest,
+    GeneratorCard,
     PrivacySwitches,
     TeacherCard,
     UserRecord,
@@ -61,9 +66,11 @@ def build_export(
     consumer_id: str,
     randomized_response_epsilon: float | None = None,
     created_at: datetime | None = None,
+    generator: GeneratorCard | None = None,
 ) -> ExportBundle:
     """Assemble the export; user k of `lists` is the raw user `user_ids[k]` (teacher's user index k).
-    Records are sorted by token, so their order reveals nothing about the raw ids."""
+    Records are sorted by token, so their order reveals nothing about the raw ids. With a `generator` card the
+    manifest is version 1.1 and the card is part of the export id."""
     if lists.items.shape[0] != len(user_ids) or teacher.n_users != len(user_ids):
         raise ValueError("lists, user ids and the teacher must cover the same users")
     targets = teacher_soft_targets(teacher, lists.items, temperature)
@@ -81,13 +88,11 @@ def build_export(
     card = TeacherCard(family=teacher.family, num_parameters=teacher.num_parameters(), config=teacher.config())
     privacy = PrivacySwitches(include_observed=lists.include_observed,
                               randomized_response_epsilon=randomized_response_epsilon)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {"catalog": catalog, "L": lists.length, "t": temperature, "teacher": card.model_dump(),
-             "privacy": privacy.model_dump(), "users": content_sha256(users)},
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    content: dict[str, Any] = {"catalog": catalog, "L": lists.length, "t": temperature, "teacher": card.model_dump(),
+                               "privacy": privacy.model_dump(), "users": content_sha256(users)}
+    if generator is not None:
+        content["generator"] = generator.model_dump(mode="json")
+    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     manifest = ExportManifest(
         export_id=fingerprint,
         created_at=created_at or datetime.now(UTC),
@@ -97,5 +102,18 @@ def build_export(
         temperature=temperature,
         teacher=card,
         privacy=privacy,
+        generator=generator,
+        schema_version=SCHEMA_VERSION if generator is None else MANIFEST_GENERATOR_VERSION,
     )
     return ExportBundle(manifest=manifest, users=users)
+
+
+def generator_card(source: dict[str, Any]) -> GeneratorCard | None:
+    """The manifest's generator card from what the pipeline's generator and lists stages recorded ({"generator":
+    {"family", "settings"}, "lists": statistics}); None when the family is not recorded. Only the lists' numeric
+    statistics cross (`GeneratedLists.statistics`)."""
+    family = source["generator"].get("family")
+    if family is None:
+        return None
+    numbers = {k: v for k, v in source["lists"].items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return GeneratorCard(family=family, settings=source["generator"].get("settings") or {}, lists=numbers)

@@ -50,6 +50,7 @@ import torch
 from data_owner import stages
 from data_owner.config import ChainConfig, TeacherSettings
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
+from data_owner.export import generator_card
 from data_owner.generators import ListGenerator, load_generator, validation_metrics
 from data_owner.lists import GeneratedLists
 from data_owner.settings import ArtifactLayout, secret_fingerprint
@@ -293,7 +294,8 @@ class _Chain:
 
     def _run_export(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
-        bundle = stages.export(self.output("gd_teacher"), self.output("lists"), self.split, c, self.secret)
+        bundle = stages.export(self.output("gd_teacher"), self.output("lists"), self.split, c, self.secret,
+                               generator_card(self._list_source()))
         atomic_write_text(folder / "export.json", bundle.model_dump_json())
         return bundle, {"export_id": bundle.manifest.export_id, "n_users": bundle.manifest.n_users,
                         "n_items": len(bundle.manifest.item_ids), "list_length": bundle.manifest.list_length,
@@ -435,3 +437,4 @@ __all__ = [
     "stages_of",
     "tuning_key",
 ]
+

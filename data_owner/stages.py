@@ -32,7 +32,7 @@ from data_owner.privacy.controls import randomized_response_seed, randomized_spl
 from data_owner.teacher import TeacherRun, continue_on_generated, test_result, train_base_model, validation_result
 from data_owner.tuning import TuningResult, tune_teacher
 from shared.models import Recommender
-from shared.schemas import ExportBundle
+from shared.schemas import ExportBundle, GeneratorCard
 from shared.training import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,11 @@ def gd_teacher(kd: Recommender, split: LeaveOneOutSplit, trained_on: LeaveOneOut
 
 
 def export(gd: Recommender, made: GeneratedLists, split: LeaveOneOutSplit, config: ChainConfig,
-           secret: bytes) -> ExportBundle:
-    """The export for `config.consumer_id`: per token, the list and the GD teacher's soft targets sigmoid(z / t)."""
+           secret: bytes, generator: GeneratorCard | None = None) -> ExportBundle:
+    """The export for `config.consumer_id`: per token, the list and the GD teacher's soft targets sigmoid(z / t);
+    `generator`: the card of the lists' generator for the manifest (None: a version 1 manifest without one)."""
     return build_export(gd, made, split.user_ids, split.item_ids, config.temperature, secret, config.consumer_id,
-                        randomized_response_epsilon=config.rr_epsilon)
+                        randomized_response_epsilon=config.rr_epsilon, generator=generator)
 
 
 def reported_metrics(model: Recommender, split: LeaveOneOutSplit, config: ChainConfig, run_valid: dict[str, float],

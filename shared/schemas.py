@@ -24,6 +24,9 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
 SCHEMA_VERSION: Literal["1"] = "1"
+# The export manifest's minor revision 1.1 adds the generator card (`ExportManifest.generator`); a manifest without
+# one stays "1", so exports built without a card read exactly as before.
+MANIFEST_GENERATOR_VERSION: Literal["1.1"] = "1.1"
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -45,6 +48,19 @@ class TeacherCard(Strict):
     config: dict[str, int | float | bool | list[int]] = Field(
         description="architecture keyword arguments (widths, regularisation), enough to size a student"
     )
+
+
+class GeneratorCard(Strict):
+    """Where the exported lists came from: the list generator's family, the settings it was fitted with (chosen on
+    the owner's validation items), and aggregate statistics of the exported lists. Nothing per user."""
+
+    family: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$",
+                        description="the list generator: cgan (the paper's), itemknn, vae, teacher, ease")
+    settings: dict[str, Any] = Field(description="the generator's fitted settings (JSON values)")
+    lists: dict[str, float | int] = Field(
+        description="aggregate statistics of the exported lists: list_length, n_users, observed_share (share of "
+                    "list slots holding the user's own training items), distinct_items, coverage (their share of "
+                    "the catalog), top1pct_share (share of slots taken by the 1% most listed items)")
 
 
 class PrivacySwitches(Strict):
@@ -71,7 +87,8 @@ class UserRecord(Strict):
 
 
 class ExportManifest(Strict):
-    schema_version: Literal["1"] = SCHEMA_VERSION
+    schema_version: Literal["1", "1.1"] = Field(
+        default=SCHEMA_VERSION, description='"1.1" when the manifest carries a generator card, else "1"')
     export_id: str = Field(description="sha256 of the export's content: same content, same id")
     created_at: datetime
     n_users: int = Field(ge=0)
@@ -80,6 +97,15 @@ class ExportManifest(Strict):
     temperature: float = Field(gt=0)
     teacher: TeacherCard
     privacy: PrivacySwitches
+    generator: GeneratorCard | None = Field(default=None, description="where the lists came from (version 1.1)")
+
+    @model_validator(mode="after")
+    def _versioned(self) -> ExportManifest:
+        if (self.generator is not None) != (self.schema_version == MANIFEST_GENERATOR_VERSION):
+            raise ValueError(f'schema_version "{MANIFEST_GENERATOR_VERSION}" goes with a generator card and "1" '
+                             f"without one (got {self.schema_version!r} "
+                             f"{'with' if self.generator is not None else 'without'} a card)")
+        return self
 
 
 class ExportBundle(Strict):

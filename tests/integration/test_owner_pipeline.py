@@ -96,6 +96,11 @@ def test_train_writes_every_stage_and_a_valid_export(trained):
     bundle = ExportBundle.model_validate_json(layout.export_file.read_bytes())
     assert bundle.manifest.n_users == 60 and bundle.manifest.list_length == 8
     assert bundle.manifest.teacher.family == "bpr" and bundle.manifest.temperature == 2.0
+    card, lists_record = bundle.manifest.generator, read_stage(layout, "lists")["summary"]
+    assert bundle.manifest.schema_version == "1.1" and card is not None
+    assert card.family == read_stage(layout, "generator")["summary"]["family"]
+    assert card.lists["list_length"] == 8 and card.lists["n_users"] == 60
+    assert card.lists["coverage"] == lists_record["coverage"] and "include_observed" not in card.lists
     record = read_stage(layout, "export")["summary"]
     assert record["consumer_id"] == "vendor" and record["export_id"] == bundle.manifest.export_id
     assert "export " + bundle.manifest.export_id in result.output

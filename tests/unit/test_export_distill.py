@@ -16,7 +16,7 @@ from shared.evaluation import evaluate
 from shared.interactions import ItemSets
 from shared.losses import retemper, soft_target_bce, soft_targets
 from shared.models import BPR, NeuMF
-from shared.schemas import ExportBundle, UserRecord
+from shared.schemas import ExportBundle, ExportManifest, GeneratorCard, UserRecord
 from tests.conftest import checkerboard
 
 SECRET = b"test-secret-of-enough-length"
@@ -147,6 +147,30 @@ def test_export_round_trips_through_json_and_hides_raw_ids():
     assert len(export.manifest.export_id) == 64
     # the same content gives the same export id
     assert make_export()[0].manifest.export_id == export.manifest.export_id
+
+
+def test_generator_card_makes_a_version_1_1_manifest_and_enters_the_export_id():
+    plain, _, _ = make_export()
+    assert plain.manifest.schema_version == "1" and plain.manifest.generator is None
+    teacher = BPR(40, 20, dim=4)
+    card = GeneratorCard(family="itemknn", settings={"k": 50, "shrink": 10.0},
+                         lists={"list_length": 6, "coverage": 0.5, "observed_share": 0.0})
+    lists = GeneratedLists(items=np.tile(np.arange(6), (40, 1)), scores=np.ones((40, 6), np.float32),
+                           include_observed=False, seed=0, n_items=20)
+    users, items = np.array([f"user-{u}" for u in range(40)]), np.array([f"item-{i}" for i in range(20)])
+    with_card = build_export(teacher, lists, users, items, 2.0, SECRET, "vendor", generator=card)
+    without = build_export(teacher, lists, users, items, 2.0, SECRET, "vendor")
+    assert with_card.manifest.schema_version == "1.1" and with_card.manifest.generator == card
+    assert with_card.manifest.export_id != without.manifest.export_id
+    assert ExportBundle.model_validate_json(with_card.model_dump_json()) == with_card
+    # the version and the card go together, both ways
+    fields = with_card.manifest.model_dump()
+    with pytest.raises(ValidationError, match="goes with a generator card"):
+        ExportManifest.model_validate({**fields, "schema_version": "1"})
+    with pytest.raises(ValidationError, match="goes with a generator card"):
+        ExportManifest.model_validate({**fields, "generator": None})
+    with pytest.raises(ValidationError):
+        GeneratorCard(family="Not A Family!", settings={}, lists={})
 
 
 def owner_users(export):
