@@ -174,3 +174,14 @@ def test_two_users_dat_files_in_two_folders_get_two_teacher_folders(tmp_path):
     assert len(names) == 2 and all(name.startswith("users-") and len(name) == len("users-") + 8 for name in names)
     assert dataset_name(str(first)) == dataset_name(str(tmp_path / "a" / ".." / "a" / "users.dat"))  # resolved
     assert dataset_name("ml-100k") == "ml-100k" and dataset_name("citeulike-t") == "citeulike-t"
+
+
+def test_warm_starts_are_the_base_then_weaker_l2_within_the_space():
+    base = TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-3)
+    starts = SearchSpace(base, TeacherTuning(), 100, 200).warm_starts()
+    assert [s["reg"] for s in starts] == pytest.approx([1e-2, 1e-3, 1e-4])
+    assert {(s["lr"], s["dim"]) for s in starts} == {(5e-3, 64)}
+    narrow = SearchSpace(base, TeacherTuning(reg=(5e-4, 1e-1)), 100, 200).warm_starts()
+    assert [s["reg"] for s in narrow] == pytest.approx([1e-2, 1e-3])
+    outside = TeacherSettings("bpr", {"dim": 64, "reg": 1.0}, 5e-3)  # reg above the space: no warm start at all
+    assert SearchSpace(outside, TeacherTuning(), 100, 200).warm_starts() == []
