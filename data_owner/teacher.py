@@ -16,6 +16,7 @@ import torch
 
 from data_owner.config import BATCH_SIZE, Pretraining
 from data_owner.data.split import LeaveOneOutSplit
+from shared.distributed import is_main
 from shared.evaluation import EvalResult, evaluate
 from shared.interactions import ItemSets
 from shared.models import NeuMF, PairBatch, Recommender, build_model
@@ -106,7 +107,8 @@ def train_base_model(
     )
     valid = validation_result(model, split, ks).metrics
     test = test_result(model, split, ks).metrics
-    log.info("%s: best epoch %d, valid %s, test %s", family, result.best_epoch, valid, test)
+    if is_main():
+        log.info("%s: best epoch %d, valid %s, test %s", family, result.best_epoch, valid, test)
     return TeacherRun(model=model, train=result, valid=valid, test=test, extra=extra)
 
 

@@ -1,6 +1,9 @@
 """One teacher trained alone on the raw training split (for choosing hyperparameters): its architecture config from
 a few widths, or from the teacher's own search on the validation item (`data_owner.tuning`), training with selection
-on validation, and a checkpoint with a JSON summary."""
+on validation, and a checkpoint with a JSON summary.
+
+Under `torchrun` every rank trains its share of each batch (`shared.training`); rank 0 alone writes the checkpoint
+and the summary, and the other ranks return once it has."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from data_owner.config import Pretraining, TeacherTuning, teacher_preset
 from data_owner.data import DATASETS, LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.teacher import train_base_model
 from data_owner.tuning import TuningResult, tune_teacher
+from shared import distributed
 from shared.checkpoint import save_checkpoint
 from shared.device import resolve_device
 from shared.training import TrainConfig
@@ -78,6 +82,10 @@ def train_teacher_trial(
     resolved = resolve_device(device)
     tuned = None
     if tuning is not None:
+        if distributed.is_active():
+            raise ValueError("the teacher's settings search runs in one process (its time budget would end the trials "
+                             "at different points on different ranks): run it without torchrun, or give the settings "
+                             "(--dim, --lr, ... or --no-tune) to train them under torchrun")
         if pretrain is not None:
             raise ValueError("tuning trains its trials without NCF pre-training; tune or pre-train, not both")
         tuned = tune_teacher(split, teacher_preset(dataset, family), tuning, train_config, batch_size=batch_size,
@@ -106,11 +114,16 @@ def train_teacher_trial(
         "seed": train_config.seed,
         "pretrain": None if pretrain is None else {**asdict(pretrain), "branches": run.extra["pretrain"]},
         "tuning": None if tuned is None else tuned.to_dict(),
+        "processes": distributed.world_size(),  # data-parallel ranks (torchrun); 1: one process
     }
-    save_checkpoint(
-        out,
-        run.model,
-        {**summary, "item_ids": [str(i) for i in split.item_ids], "user_ids": [str(u) for u in split.user_ids]},
-    )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def write() -> None:
+        save_checkpoint(
+            out,
+            run.model,
+            {**summary, "item_ids": [str(i) for i in split.item_ids], "user_ids": [str(u) for u in split.user_ids]},
+        )
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    distributed.on_main(write)
     return TeacherTrial(split=split, summary=summary, out=out, tuning=tuned)

@@ -12,7 +12,10 @@ A resumable distillation (`distill_and_publish(..., resumable=True)`, what the c
 training state in `training/<export id>-<settings>/` (a `shared.training` checkpoint keyed by
 `shared.distillation.run_fingerprint`: the export's content and the settings). A rerun with the same export and
 settings continues from it, other settings start their own folder, and the folder is removed once the student is
-published. The folder's `run.lock` keeps two processes from training the same run at once."""
+published. The folder's `run.lock` keeps two processes from training the same run at once.
+
+Under `torchrun` every rank trains its share of each batch (`shared.training`); rank 0 alone holds the run's lock,
+reads and writes the training state, publishes and cleans up, and every rank returns the published card."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +32,7 @@ from pathlib import Path
 import torch
 
 from model_consumer.settings import ConsumerLayout
+from shared import distributed
 from shared.checkpoint import (
     WEIGHTS,
     LockBusy,
@@ -169,23 +174,35 @@ def distill_and_publish(bundle: ExportBundle, config: DistillConfig, layout: Con
     `config.checkpoint_dir`), continue from it when it is there, and remove it once the student is published, with
     the folders of runs over other exports (they can no longer be resumed: the data directory holds one export).
     restart: discard that state first and train from the first epoch. DistillRunning when another process is
-    training the same run."""
-    remove_stale_staging(layout)
+    training the same run. Under `torchrun`, rank 0 does every step but the training (see the module's docstring);
+    what fails there raises `shared.distributed.RankZeroError` on the other ranks."""
+    distributed.on_main(lambda: remove_stale_staging(layout))
     if not resumable:
-        return publish_student(distill_student(bundle, config, device), bundle, layout)
+        run = distill_student(bundle, config, device)
+        return distributed.on_main(lambda: publish_student(run, bundle, layout))
     run_dir = training_dir(layout, bundle, config)
-    try:
-        with exclusive_lock(run_dir / RUN_LOCK, wait=False):
+    with ExitStack() as held:
+
+        def claim() -> None:
+            try:
+                held.enter_context(exclusive_lock(run_dir / RUN_LOCK, wait=False))
+            except LockBusy:
+                raise DistillRunning(f"another `gdrec-consumer distill` is training the same export with the same "
+                                     f"settings (it holds {run_dir / RUN_LOCK}); wait for it to finish") from None
             _prepare_run_dir(run_dir, restart)
             log.info("training state of this run: %s (saved every %g s)", run_dir, config.checkpoint_every_s)
-            run = distill_student(bundle, replace(config, checkpoint_dir=str(run_dir)), device)
+
+        distributed.on_main(claim)
+        run = distill_student(bundle, replace(config, checkpoint_dir=str(run_dir)), device)
+
+        def publish() -> ModelCard:
             card = publish_student(run, bundle, layout)
             shutil.rmtree(run_dir)
             log.info("removed the training checkpoint %s: student %s is published", run_dir, card.model_version)
-    except LockBusy:
-        raise DistillRunning(f"another `gdrec-consumer distill` is training the same export with the same settings "
-                             f"(it holds {run_dir / RUN_LOCK}); wait for it to finish") from None
-    _remove_other_exports_runs(layout, bundle.manifest.export_id)
+            return card
+
+        card = distributed.on_main(publish)
+    distributed.on_main(lambda: _remove_other_exports_runs(layout, bundle.manifest.export_id))
     return card
 
 

@@ -10,7 +10,14 @@ state). The hash keys the file by the description, the settings, the model's sha
 (whatever else decides the result, e.g. the training data's hash). Called again with the same settings, `fit`
 continues after the last saved epoch and ends exactly as an uninterrupted run would. A finished run leaves a final
 record, so a chain of fits (NeuMF pre-training) repeats none that finished; the caller removes the folder once the
-whole stage is kept."""
+whole stage is kept.
+
+Under `torchrun` (an initialised process group, `shared.distributed`), the loop trains data-parallel: every rank draws
+the same batches from the same seed and computes the loss on its rows of each batch, scaled so that the gradients
+averaged over the ranks are the whole batch's (`shared.distributed.GradientAverager`); the replicas start from rank
+0's weights and stay identical. Rank 0 alone validates (the metrics, and so every early-stopping decision, are
+broadcast), reads and writes the checkpoint (the others get its state from it and wait while it writes) and shows the
+progress bar. Without a process group nothing of this runs and the loop is the single-process one."""
 
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from shared import distributed
 from shared.checkpoint import atomic_torch_save
 from shared.optim import LazyAdam
 
@@ -162,13 +171,18 @@ def _fit(
     loss_fn = loss_fn or model.loss  # type: ignore[assignment]
     assert loss_fn is not None
     optimizer = optimizer or make_optimizer(model, config.lr, config.weight_decay)
+    averager = None
+    if distributed.is_active():
+        distributed.broadcast_module(model)
+        averager = distributed.GradientAverager(model)
+    main = distributed.is_main()
     started = time.perf_counter()
     result = TrainResult(best_epoch=0, best_metrics={})
     best_value = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
     stale, first_epoch, seconds_before = 0, 1, 0.0
     store = _Checkpoint.for_run(config, description, model, identity)
-    saved = store.load() if store is not None else None
+    saved = distributed.on_main(store.load) if store is not None else None
     if saved is not None and saved["finished"]:
         model.load_state_dict(saved["model"])
         log.info("%s: finished before (best epoch %d), restored from %s", description, saved["best_epoch"], store)
@@ -196,11 +210,17 @@ def _fit(
         best_value, result.best_metrics = best_metrics[config.metric], best_metrics
         best_state = copy.deepcopy(model.state_dict())
     last_save = time.perf_counter()
-    bar = tqdm(range(first_epoch, config.epochs + 1), desc=description, disable=not config.progress, leave=False)
+    bar = tqdm(range(first_epoch, config.epochs + 1), desc=description, disable=not (config.progress and main),
+               leave=False)
     for epoch in bar:
         model.train()
         total, steps = 0.0, 0
         for batch in batches(epoch, rng):
+            if averager is not None:
+                total += _data_parallel_step(batch, loss_fn, optimizer, averager, device, config, description, epoch,
+                                             steps + 1)
+                steps += 1
+                continue
             loss = loss_fn(batch.to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -223,7 +243,8 @@ def _fit(
             else:
                 stale += 1
             bar.set_postfix(loss=f"{record['loss']:.4f}", **{config.metric: f"{metrics[config.metric]:.4f}"})
-            log.info(
+            log.log(
+                logging.INFO if main else logging.DEBUG,
                 "%s epoch %d loss %.4f %s %.4f",
                 description,
                 epoch,
@@ -243,8 +264,10 @@ def _fit(
                 result.best_epoch,
             )
             break
-        if store is not None and epoch < config.epochs and time.perf_counter() - last_save >= config.checkpoint_every_s:
-            store.save(
+        if store is not None and epoch < config.epochs and distributed.broadcast_object(
+                time.perf_counter() - last_save >= config.checkpoint_every_s):
+            distributed.on_main(partial(
+                store.save,
                 {
                     "finished": False,
                     "epoch": epoch,
@@ -260,8 +283,8 @@ def _fit(
                     "stale": stale,
                     "seconds": seconds_before + time.perf_counter() - started,
                     **_result_fields(result),
-                }
-            )
+                },
+            ))
             last_save = time.perf_counter()
     bar.close()
     if best_state is not None:
@@ -270,8 +293,33 @@ def _fit(
         result.best_epoch = result.epochs_run
     result.seconds = seconds_before + time.perf_counter() - started
     if store is not None:
-        store.save({"finished": True, "model": model.state_dict(), "seconds": result.seconds, **_result_fields(result)})
+        final = {"finished": True, "model": model.state_dict(), "seconds": result.seconds, **_result_fields(result)}
+        distributed.on_main(partial(store.save, final))
     return result
+
+
+def _data_parallel_step(batch: Any, loss_fn: Callable[[Any], torch.Tensor], optimizer: Any,
+                        averager: distributed.GradientAverager, device: torch.device, config: TrainConfig,
+                        description: str, epoch: int, step: int) -> float:
+    """One optimiser step of data-parallel training: this rank's rows of `batch`, its loss scaled by its share of the
+    rows, gradients averaged over the ranks, the same step on every replica. Returns the whole batch's loss."""
+    rank, world = distributed.rank(), distributed.world_size()
+    rows = distributed.batch_rows(batch)
+    local = distributed.shard_batch(batch, rank, world)
+    local_rows = distributed.batch_rows(local)
+    optimizer.zero_grad(set_to_none=True)
+    loss = None
+    if local_rows:
+        loss = loss_fn(local.to(device)) * distributed.shard_weight(local_rows, rows, world)
+        loss.backward()
+    value = averager.average(loss, device)
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{description}: the loss became {value} at epoch {epoch}, step {step}; the model diverged. Try a lower "
+            f"learning rate (now {config.lr}) or a stronger L2 regularisation."
+        )
+    optimizer.step()
+    return value
 
 
 def _result_fields(result: TrainResult) -> dict[str, Any]:
@@ -348,8 +396,9 @@ class _Checkpoint:
 
 
 def _validated(model: nn.Module, validate: Callable[[], dict[str, float]], metric: str) -> dict[str, float]:
+    """validate() in eval mode; data-parallel, on rank 0, its metrics handed to every rank."""
     model.eval()
-    metrics = validate()
+    metrics = distributed.on_main(validate)
     if metric not in metrics:
         raise KeyError(f"validation returned {sorted(metrics)}, which lacks the selection metric {metric!r}")
     return metrics

@@ -1,5 +1,8 @@
 """`gdrec-owner train-teacher`: one teacher alone, for choosing hyperparameters; on a dataset without a teacher preset
-and without explicit settings, its settings are searched on the validation item first."""
+and without explicit settings, its settings are searched on the validation item first.
+
+Started by `torchrun --nproc-per-node N` it trains data-parallel on N processes (docs/scale-out.md): every rank
+trains on its share of each batch, rank 0 writes the checkpoint and prints the report, the others end quietly."""
 
 from __future__ import annotations
 
@@ -59,6 +62,8 @@ def train_teacher(
     """Train a teacher on the raw training split, select the epoch on validation, report validation and test."""
     from data_owner.config import Pretraining, TeacherTuning, has_teacher_preset
     from data_owner.teacher_trial import train_teacher_trial
+    from shared import distributed
+    from shared.device import resolve_device
     from shared.training import TrainConfig
 
     try:
@@ -81,11 +86,15 @@ def train_teacher(
     except ValueError as exc:
         raise fail(str(exc)) from None
     try:
-        trial = train_teacher_trial(dataset, model.value, train_config, dim=DEFAULT_DIM if dim is None else dim,
-                                    hidden=hidden, reg=reg, batch_size=batch_size, device=device, data_dir=data_dir,
-                                    pretrain=pretraining, out=out, tuning=tuning)
+        with distributed.session(resolve_device(device)) as rank_device:
+            trial = train_teacher_trial(dataset, model.value, train_config, dim=DEFAULT_DIM if dim is None else dim,
+                                        hidden=hidden, reg=reg, batch_size=batch_size, device=str(rank_device),
+                                        data_dir=data_dir, pretrain=pretraining, out=out, tuning=tuning)
+            main = distributed.is_main()
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from None
+    if not main:
+        return
     summary = trial.summary
     typer.echo(f"\n{trial.split.summary()}")
     if trial.tuning is not None:
@@ -93,6 +102,7 @@ def train_teacher(
     typer.echo(
         f"{model.value} {summary['config']} lr {summary['lr']:g}: {summary['num_parameters']:,} parameters, best epoch "
         f"{summary['best_epoch']} of {summary['epochs_run']}, {summary['train_seconds']} s on {summary['device']}"
+        + (f" x {summary['processes']} processes" if summary["processes"] > 1 else "")
     )
     typer.echo(f"{'':10}{'HR@50':>8}{'NDCG@50':>9}")
     for part in ("valid", "test"):

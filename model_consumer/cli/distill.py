@@ -1,4 +1,6 @@
-"""`gdrec-consumer distill`: a student from the pulled export, published atomically as the served model."""
+"""`gdrec-consumer distill`: a student from the pulled export, published atomically as the served model. Started by
+`torchrun --nproc-per-node N` it trains data-parallel on N processes (docs/scale-out.md); rank 0 publishes and
+prints."""
 
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ def distill(
     published."""
     from model_consumer.store import ExportStore, StoreError
     from model_consumer.students import distill_and_publish
+    from shared import distributed
     from shared.device import resolve_device
-
 
     settings = load_settings(data_dir=data_dir, device=device, checkpoint_every_s=checkpoint_every)
     try:
@@ -62,9 +64,13 @@ def distill(
                                batch_size=batch_size, patience=patience, eval_every=eval_every, seed=seed,
                                progress=progress, checkpoint_every_s=settings.checkpoint_every_s, reg=reg,
                                reg_factors=factors, transfer=transfer)
-        card = distill_and_publish(bundle, config, settings.layout, resolved, resumable=True, restart=restart)
+        with distributed.session(resolved) as rank_device:
+            card = distill_and_publish(bundle, config, settings.layout, rank_device, resumable=True, restart=restart)
+            main = distributed.is_main()
     except (StoreError, ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from None
+    if not main:
+        return
     typer.echo(f"student {card.model_version}: {card.family} {card.num_parameters:,} parameters "
                f"({card.parameter_ratio:.0%} of the teacher's {card.teacher_parameters:,}), export "
                f"{card.export_id[:12]}, best epoch {card.best_epoch} of {card.epochs_run}, lambda {card.lam}, "
