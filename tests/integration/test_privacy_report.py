@@ -319,6 +319,10 @@ COMMITTED = {  # report folder, rows, and the chain options of the command that 
     "ml-100k-generators": ("reports/ml-100k/privacy-generators", "reports/ml-100k/privacy.jsonl",
                            ["--dataset", "ml-100k", "--seeds", "0", "--cgan-epochs", "50", "--generators",
                             "cgan,itemknn,vae,teacher,ease", "--settings", "default,exclude-observed"], 2),
+    "citeulike-t-generators": ("reports/citeulike-t/privacy-generators", "reports/citeulike-t/privacy.jsonl",
+                               ["--dataset", "citeulike-t", "--seeds", "0", "--cgan-epochs", "60",
+                                "--rr-true-size-epochs", "--generators", "cgan,itemknn,vae,teacher", "--settings",
+                                "default,exclude-observed"], 2),
 }
 
 
