@@ -108,12 +108,12 @@ def build_export(
     return ExportBundle(manifest=manifest, users=users)
 
 
-def generator_card(source: dict[str, Any]) -> GeneratorCard | None:
-    """The manifest's generator card from what the pipeline's generator and lists stages recorded ({"generator":
-    {"family", "settings"}, "lists": statistics}); None when the family is not recorded. Only the lists' numeric
-    statistics cross (`GeneratedLists.statistics`)."""
-    family = source["generator"].get("family")
+def generator_card(family: str | None, settings: dict[str, Any] | None,
+                   statistics: dict[str, Any]) -> GeneratorCard | None:
+    """The manifest's generator card: the list generator's family and fitted settings, and the numeric statistics of
+    its lists (`GeneratedLists.statistics`; flags such as include_observed stay out, the privacy switches say them).
+    None when the family is unknown."""
     if family is None:
         return None
-    numbers = {k: v for k, v in source["lists"].items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return GeneratorCard(family=family, settings=source["generator"].get("settings") or {}, lists=numbers)
+    numbers = {k: v for k, v in statistics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return GeneratorCard(family=family, settings=settings or {}, lists=numbers)

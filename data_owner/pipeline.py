@@ -58,7 +58,7 @@ from data_owner.teacher import DEFAULT_KS
 from shared.checkpoint import atomic_write_text, exclusive_lock_or_fail, fsync_dir, load_checkpoint, save_checkpoint
 from shared.device import resolve_device
 from shared.models import Recommender
-from shared.schemas import ExportBundle
+from shared.schemas import ExportBundle, GeneratorCard
 
 log = logging.getLogger(__name__)
 
@@ -295,12 +295,16 @@ class _Chain:
     def _run_export(self, folder: Path) -> tuple[Any, dict[str, Any]]:
         c = self.config
         bundle = stages.export(self.output("gd_teacher"), self.output("lists"), self.split, c, self.secret,
-                               generator_card(self._list_source()))
+                               self._generator_card())
         atomic_write_text(folder / "export.json", bundle.model_dump_json())
         return bundle, {"export_id": bundle.manifest.export_id, "n_users": bundle.manifest.n_users,
                         "n_items": len(bundle.manifest.item_ids), "list_length": bundle.manifest.list_length,
                         "temperature": bundle.manifest.temperature, "consumer_id": c.consumer_id,
                         "privacy": bundle.manifest.privacy.model_dump(), **self._list_source(), **self.inputs}
+
+    def _generator_card(self) -> GeneratorCard | None:
+        source = self._list_source()
+        return generator_card(source["generator"]["family"], source["generator"]["settings"], source["lists"])
 
     def _list_source(self) -> dict[str, Any]:
         """What the export's lists came from, as the generator and lists stages recorded it: the family, its

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,9 +37,10 @@ from data_owner.config import (
     cgan_preset,
 )
 from data_owner.data import DataFormatError, DatasetUnavailableError, LeaveOneOutSplit
-from data_owner.export import user_token
+from data_owner.export import generator_card, user_token
 from data_owner.gan import generator_scorer
 from data_owner.generators import ListGenerator
+from data_owner.generators.cgan import cgan_settings
 from data_owner.lists import GeneratedLists, top_lists
 from data_owner.pipeline import load_split
 from data_owner.teacher import DEFAULT_KS, TeacherRun, train_base_model
@@ -317,7 +318,15 @@ def run_owner_stages(config: LabConfig, split: LeaveOneOutSplit, device: torch.d
     kd = train_kd_teacher(config, split, train_split, device)
     gen = list_stage(config, split, train_split, lambda: kd, device)
     gd = train_gd_teacher(config, split, train_split, kd.model, gen.lists, device)
-    return OwnerOutputs(train_split, kd, gen, gd, stages.export(gd.model, gen.lists, split, config, secret))
+    card = generator_card(*_generator_source(config, gen), gen.lists.statistics(split.train))
+    return OwnerOutputs(train_split, kd, gen, gd, stages.export(gd.model, gen.lists, split, config, secret, card))
+
+
+def _generator_source(config: LabConfig, gen: GeneratorStage) -> tuple[str, dict[str, Any]]:
+    """The family and fitted settings of a generator stage, as the owner's generator stage records them."""
+    if config.generator == "cgan":
+        return "cgan", cgan_settings(replace(config.cgan, seed=config.seed, progress=config.progress))
+    return gen.generator.extra["family"], gen.generator.extra["settings"]
 
 
 def run_chain(config: LabConfig) -> tuple[list[Row], dict[str, Any]]:

@@ -44,7 +44,7 @@ class CGANLists(ListGenerator):
         return super().scorer(train, 0 if seed is None else seed, device)
 
     def settings(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self.config).items() if k not in ("progress",)}
+        return cgan_settings(self.config)
 
     def _state(self) -> dict[str, torch.Tensor]:
         return self.G.state_dict()
@@ -92,3 +92,8 @@ def fit_cgan(trained_on: LeaveOneOutSplit, config: CGANConfig, seed: int, device
 
 
 __all__ = ["CGANLists", "cgan_validator", "fit_cgan"]
+
+
+def cgan_settings(config: CGANConfig) -> dict[str, Any]:
+    """The settings that define a fitted CGAN: its config without the progress switch."""
+    return {k: v for k, v in asdict(config).items() if k not in ("progress",)}
