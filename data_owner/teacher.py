@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import zip_longest
 from typing import Any
@@ -96,20 +96,31 @@ def train_base_model(
     else:
         init = torch.Generator().manual_seed(train_config.seed)
         model = build_model(family, split.n_users, split.n_items, generator=init, **model_config).to(device)
-    sampler = TripletSampler(split.train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
-    result = fit(
-        model,
-        sampler,
-        lambda: validation_result(model, split, ks).metrics,
-        train_config,
-        device=device,
-        description=f"{family} d={model_config}",
-    )
+    result = fit_on_pairs(model, split, train_config, batch_size=batch_size, device=device, ks=ks,
+                          pairs_per_epoch=pairs_per_epoch, description=f"{family} d={model_config}")
     valid = validation_result(model, split, ks).metrics
     test = test_result(model, split, ks).metrics
     if is_main():
         log.info("%s: best epoch %d, valid %s, test %s", family, result.best_epoch, valid, test)
     return TeacherRun(model=model, train=result, valid=valid, test=test, extra=extra)
+
+
+def fit_on_pairs(model: Recommender, split: LeaveOneOutSplit, train_config: TrainConfig, *, batch_size: int,
+                 device: torch.device | str, ks: Sequence[int] = DEFAULT_KS, pairs_per_epoch: int | None = None,
+                 on_evaluation: Callable[[dict[str, float]], None] | None = None,
+                 description: str = "train") -> TrainResult:
+    """Train `model` in place on the training pairs (`TripletSampler`, L_CF) with the epoch selected on the validation
+    item; `on_evaluation(metrics)` sees each validation (the one before training included) and may raise to stop the
+    run. The test items are not read."""
+    sampler = TripletSampler(split.train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
+
+    def validate() -> dict[str, float]:
+        metrics = validation_result(model, split, ks).metrics
+        if on_evaluation is not None:
+            on_evaluation(metrics)
+        return metrics
+
+    return fit(model, sampler, validate, train_config, device=device, description=description)
 
 
 def popularity_scores(split: LeaveOneOutSplit) -> np.ndarray:

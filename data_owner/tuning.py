@@ -28,11 +28,10 @@ import torch
 
 from data_owner.config import TeacherSettings, TeacherTuning
 from data_owner.data import LeaveOneOutSplit
-from data_owner.teacher import DEFAULT_KS, validation_result
+from data_owner.teacher import DEFAULT_KS, fit_on_pairs
 from shared.models import Recommender, build_model
 from shared.models.sizing import model_class
-from shared.sampling import TripletSampler
-from shared.training import TrainConfig, TrainResult, fit
+from shared.training import TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +175,8 @@ def train_trial(split: LeaveOneOutSplit, settings: TeacherSettings, schedule: Tr
     config = replace(schedule, lr=settings.lr)
     init = torch.Generator().manual_seed(config.seed)
     model = build_model(settings.family, split.n_users, split.n_items, generator=init, **settings.model).to(device)
-    sampler = TripletSampler(split.train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
-
-    def validate() -> dict[str, float]:
-        metrics = validation_result(model, split, DEFAULT_KS).metrics
-        if on_evaluation is not None:
-            on_evaluation(metrics)
-        return metrics
-
-    result = fit(model, sampler, validate, config, device=device, description=description)
+    result = fit_on_pairs(model, split, config, batch_size=batch_size, device=device, ks=DEFAULT_KS,
+                          pairs_per_epoch=pairs_per_epoch, on_evaluation=on_evaluation, description=description)
     return model, result
 
 

@@ -143,7 +143,7 @@ class LoadedModel:
         k = min(k, len(self.item_ids) - len(drop))
         if k <= 0:
             return [Ranking([], []) for _ in tokens]
-        if not drop and self.top is not None and k <= self.top.depth:
+        if self.precomputed(k, exclude):
             indices, scores = self.top.indices[rows, :k].tolist(), self.top.scores[rows, :k].tolist()
         else:
             indices, scores = self._score(rows, k, drop)
