@@ -4,8 +4,10 @@ split, one thread each.
     GDREC_DATA_DIR=../shared/datasets python -m bench.train_speed [--datasets ml-100k,citeulike-t] [--epochs 3]
 
 For each dataset it prints (markdown):
-- seconds per training epoch (min / median / max over `--epochs` epochs, no validation) of the project's BPR with its
-  preset, against one `implicit` iteration (same number of factors);
+- seconds per training epoch (min / median / max over `--epochs` epochs, no validation) of the project's BPR with the
+  product's preset (`--optimizer sgd`, the default: per-triple SGD, `data_owner.bpr_sgd`, compiled once before the
+  clock starts; `--optimizer adam`: the paper's Adam on batches), against one `implicit` iteration (same number of
+  factors);
 - time to the selected teacher: the owner's KD teacher schedule (data_owner.config: validation every EVAL_EVERY
   epochs, PATIENCE evaluations without gain, best epoch restored) against `implicit` trained EVAL_EVERY iterations at
   a time under the same selection rule, with its learning rate and regularisation chosen on validation from a small
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from data_owner.bpr_sgd import BPRSGDEpochs
 from data_owner.config import BATCH_SIZE, EVAL_EVERY, PATIENCE, TEACHER_EPOCHS, teacher_preset
 from data_owner.data import LeaveOneOutSplit, leave_one_out_split, load_dataset
 from data_owner.teacher import test_result, train_base_model, validation_result
@@ -65,14 +68,17 @@ def csr(split: LeaveOneOutSplit):  # noqa: ANN201 (scipy comes with the bench ex
     return sp.csr_matrix((np.ones(users.size, np.float32), (users, items)), shape=(split.n_users, split.n_items))
 
 
-def project_epochs(split: LeaveOneOutSplit, dataset: str, epochs: int) -> list[float]:
-    preset = teacher_preset(dataset, "bpr")
+def project_epochs(split: LeaveOneOutSplit, dataset: str, epochs: int, optimizer: str) -> list[float]:
+    preset = teacher_preset(dataset, "bpr", optimizer)
     model = BPR(split.n_users, split.n_items, **preset.model)
     sampler = TripletSampler(split.train, batch_size=BATCH_SIZE)
+    sgd = BPRSGDEpochs(model, split.train, preset.lr, negatives=preset.negatives) if optimizer == "sgd" else None
+    if sgd is not None:
+        sgd(0, np.random.default_rng(0))  # compile (or load the cached machine code) before timing
     times: list[float] = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        fit(model, sampler, None, TrainConfig(epochs=1, lr=preset.lr, seed=epoch, progress=False))
+        fit(model, sampler, None, TrainConfig(epochs=1, lr=preset.lr, seed=epoch, progress=False), epoch_fn=sgd)
         times.append(time.perf_counter() - start)
     return times
 
@@ -93,12 +99,13 @@ def implicit_epochs(split: LeaveOneOutSplit, dim: int, lr: float, reg: float, ep
     return times
 
 
-def project_selected(split: LeaveOneOutSplit, dataset: str, seed: int) -> Selected:
-    preset = teacher_preset(dataset, "bpr")
+def project_selected(split: LeaveOneOutSplit, dataset: str, seed: int, optimizer: str) -> Selected:
+    preset = teacher_preset(dataset, "bpr", optimizer)
     config = TrainConfig(epochs=TEACHER_EPOCHS, lr=preset.lr, eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed,
                          progress=False)
     start = time.perf_counter()
-    run = train_base_model(split, "bpr", dict(preset.model), config, batch_size=BATCH_SIZE)
+    run = train_base_model(split, "bpr", dict(preset.model), config, batch_size=BATCH_SIZE, optimizer=optimizer,
+                           negatives=preset.negatives)
     seconds = time.perf_counter() - start
     return Selected(seconds, run.train.epochs_run, run.train.best_epoch, run.valid["HR@50"], run.valid["NDCG@50"],
                     run.test["HR@50"], run.test["NDCG@50"])
@@ -140,10 +147,13 @@ def main() -> None:
                         "search is not counted either)")
     parser.add_argument("--implicit-reg", default="0.01,0.001", help="comma-separated")
     parser.add_argument("--skip-selected", action="store_true", help="only the per-epoch rows")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="the project's teacher: the product's per-triple SGD preset, or the paper's Adam preset")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    print(f"# BPR training speed: project against implicit, 1 thread each ({platform.processor() or platform.machine()}"
+    machine = platform.processor() or platform.machine()
+    print(f"# BPR training speed: project ({args.optimizer}) against implicit, 1 thread each ({machine}"
           f", torch {torch.__version__})\n")
     print("| dataset | what | project | implicit | ratio |")
     print("|---|---|---|---|---|")
@@ -151,15 +161,15 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             split = leave_one_out_split(load_dataset(dataset))
-        dim = int(teacher_preset(dataset, "bpr").model["dim"])
+        dim = int(teacher_preset(dataset, "bpr", args.optimizer).model["dim"])
         lrs, regs = [float(v) for v in args.implicit_lr.split(",")], [float(v) for v in args.implicit_reg.split(",")]
-        ours = project_epochs(split, dataset, args.epochs)
+        ours = project_epochs(split, dataset, args.epochs, args.optimizer)
         theirs = implicit_epochs(split, dim, lrs[0], regs[0], args.epochs)
         print(f"| {dataset} | seconds per epoch (min / median / max), d={dim} | {spread(ours)} | {spread(theirs)} | "
               f"{statistics.median(ours) / statistics.median(theirs):.2f}x |", flush=True)
         if args.skip_selected:
             continue
-        a = project_selected(split, dataset, args.seed)
+        a = project_selected(split, dataset, args.seed, args.optimizer)
         grid = {(lr, reg): implicit_selected(split, dim, lr, reg, args.seed) for lr in lrs for reg in regs}
         (lr, reg), b = max(grid.items(), key=lambda kv: kv[1].valid_ndcg)
         print(f"| {dataset} | time to the selected teacher, s (epochs run, best); implicit lr {lr:g}, reg {reg:g} "

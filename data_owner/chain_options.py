@@ -13,10 +13,11 @@ def chain_config(dataset: str, family: str, *, cgan_epochs: int | None = None, c
                  tuning_fields: dict[str, Any] | None = None, **fields: Any) -> ChainConfig:
     """ChainConfig for `dataset` and teacher `family`: the CGAN preset of the dataset with `cgan_epochs` and the
     CGANConfig fields of `cgan_json` over it; the teacher preset with `teacher_fields` ({"model", "lr", "pretrain"})
-    over it when given; `tune` (None: when the dataset has no preset and no teacher fields are given) with the
-    `TeacherTuning` fields of `tuning_fields` over its defaults; the other ChainConfig fields as passed. Raises
-    TypeError or ValueError naming what is wrong."""
+    over it when given (the preset of `teacher_optimizer`, a ChainConfig field); `tune` (None: when the dataset has
+    no preset and no teacher fields are given) with the `TeacherTuning` fields of `tuning_fields` over its defaults;
+    the other ChainConfig fields as passed. Raises TypeError or ValueError naming what is wrong."""
     cgan = cgan_preset(dataset, cgan_epochs).with_json(cgan_json)
-    teacher = teacher_from_fields(dataset, family, teacher_fields) if teacher_fields else None
+    optimizer = fields.get("teacher_optimizer", "adam")
+    teacher = teacher_from_fields(dataset, family, teacher_fields, optimizer=optimizer) if teacher_fields else None
     tuning = TeacherTuning(**(tuning_fields or {}))
     return ChainConfig(dataset=dataset, family=family, teacher=teacher, cgan=cgan, tune=tune, tuning=tuning, **fields)

@@ -26,6 +26,11 @@ GD_EPOCHS = 100  # the GD teacher's continuation on raw + generated pairs
 PATIENCE = 6  # evaluations without validation gain before a teacher stops
 EVAL_EVERY = 5
 BATCH_SIZE = 1000
+# how a teacher trains: "adam" on batches of BATCH_SIZE triples (the paper, the reproduction), or "sgd", BPR's own
+# per-triple SGD (data_owner.bpr_sgd; BPR only, one CPU process), which the product's BPR teachers use
+OPTIMIZERS = ("adam", "sgd")
+PRODUCT_BPR_OPTIMIZER = "sgd"
+NEGATIVES = ("uniform", "popularity")  # how per-triple SGD draws negatives (data_owner.bpr_sgd)
 CGAN_EPOCHS = CGANConfig().epochs
 CONSUMER_ID = "consumer"
 # -- list generators (data_owner.generators)
@@ -71,13 +76,16 @@ RrTrueSizeEpochs = Annotated[bool, typer.Option(
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    """The teacher's architecture (keyword arguments of the model class), learning rate, and for NeuMF optionally
-    the NCF pre-training of its branches (`data_owner.teacher.Pretraining`; None = off)."""
+    """The teacher's architecture (keyword arguments of the model class), learning rate, for NeuMF optionally the NCF
+    pre-training of its branches (`data_owner.teacher.Pretraining`; None = off), its optimiser (`OPTIMIZERS`) and, for
+    per-triple SGD, how it draws negative items (`NEGATIVES`)."""
 
     family: str
     model: dict[str, Any]
     lr: float
     pretrain: Pretraining | None = None
+    optimizer: str = "adam"
+    negatives: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -88,25 +96,47 @@ class TeacherSettings:
             raise ValueError(f"teacher lr must be positive, got {self.lr}")
         if self.pretrain is not None and self.family != "neumf":
             raise ValueError(f"pre-training is defined for NeuMF only, not {self.family!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"teacher optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer == "sgd" and self.family != "bpr":
+            raise ValueError(f"the per-triple SGD optimizer trains BPR only, not {self.family!r}; use 'adam'")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"teacher negatives must be one of {list(NEGATIVES)}, got {self.negatives!r}")
+        if self.negatives != "uniform" and self.optimizer != "sgd":
+            raise ValueError(f"{self.negatives} negatives are drawn by the per-triple SGD optimizer only; add "
+                             "optimizer 'sgd'")
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> TeacherSettings:
-        """The settings `key_payload` (or `asdict`) wrote: {"family", "model", "lr", "pretrain" (optional)}."""
+        """The settings `key_payload` (or `asdict`) wrote: {"family", "model", "lr", "pretrain" (optional),
+        "optimizer" (optional, "adam" when absent), "negatives" (optional, "uniform" when absent)}."""
         pretrain = payload.get("pretrain")
         return cls(payload["family"], dict(payload["model"]), float(payload["lr"]),
-                   None if pretrain is None else Pretraining(**pretrain))
+                   None if pretrain is None else Pretraining(**pretrain), payload.get("optimizer", "adam"),
+                   payload.get("negatives", "uniform"))
 
     def key_payload(self) -> dict[str, Any]:
-        """What an owner stage key records of the teacher (`pretrain` only when on, so older keys stay valid)."""
+        """What an owner stage key records of the teacher (`pretrain` only when on, `optimizer` only when not Adam and
+        `negatives` only when not uniform, so older keys stay valid)."""
         payload = asdict(self)
         if self.pretrain is None:
             del payload["pretrain"]
+        if self.optimizer == "adam":
+            del payload["optimizer"]
+        if self.negatives == "uniform":
+            del payload["negatives"]
         return payload
 
     def research_payload(self) -> dict[str, Any]:
         """What the research harness's result keys record of the teacher: {"model", "lr", "pretrain"} (the
-        Pretraining object itself, as those keys have always hashed it)."""
-        return {"model": dict(self.model), "lr": self.lr, "pretrain": self.pretrain}
+        Pretraining object itself, as those keys have always hashed it), "optimizer" when not Adam and "negatives"
+        when not uniform."""
+        payload: dict[str, Any] = {"model": dict(self.model), "lr": self.lr, "pretrain": self.pretrain}
+        if self.optimizer != "adam":
+            payload["optimizer"] = self.optimizer
+        if self.negatives != "uniform":
+            payload["negatives"] = self.negatives
+        return payload
 
 
 # Chosen on the validation item (docs/experiments.md "Teachers and their presets"). For a dataset without a preset (a
@@ -129,6 +159,15 @@ DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
     "bpr": TEACHER_PRESETS[("ml-100k", "bpr")],
     "neumf": TEACHER_PRESETS[("ml-100k", "neumf")],
 }
+# The product's BPR teachers (`PRODUCT_BPR_OPTIMIZER`: per-triple SGD), chosen on the validation item
+# (docs/benchmarks.md "Training speed"); foursquare takes citeulike-t's settings untuned.
+SGD_TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
+    ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 3e-3}, 2e-2, optimizer="sgd"),
+    ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 3e-3}, 2e-2, optimizer="sgd"),
+    ("foursquare", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 3e-3}, 2e-2, optimizer="sgd"),
+}
+DEFAULT_SGD_TEACHER = SGD_TEACHER_PRESETS[("ml-100k", "bpr")]
+
 
 
 # CGAN settings chosen on the validation item (docs/experiments.md "Tuning the CGAN on citeulike-t"); foursquare, the
@@ -146,16 +185,27 @@ def cgan_preset(dataset: str, epochs: int | None = None) -> CGANConfig:
     return config if epochs is None else replace(config, epochs=epochs)
 
 
-def teacher_preset(dataset: str, family: str) -> TeacherSettings:
-    """The preset of a named dataset, else the family's default (for a dataset given by path)."""
+def teacher_preset(dataset: str, family: str, optimizer: str = "adam") -> TeacherSettings:
+    """The preset of a named dataset for `optimizer`, else the family's default for it (a dataset given by path)."""
     if family not in DEFAULT_TEACHERS:
         raise ValueError(f"teacher family must be one of {sorted(DEFAULT_TEACHERS)}, got {family!r}")
+    if optimizer == "sgd":
+        if family != "bpr":
+            raise ValueError(f"the per-triple SGD optimizer trains BPR only, not {family!r}; use 'adam'")
+        return SGD_TEACHER_PRESETS.get((dataset, family), DEFAULT_SGD_TEACHER)
+    if optimizer != "adam":
+        raise ValueError(f"teacher optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     return TEACHER_PRESETS.get((dataset, family), DEFAULT_TEACHERS[family])
 
 
-def has_teacher_preset(dataset: str, family: str) -> bool:
-    """Whether (dataset, family) has a preset chosen on validation (a dataset given by path never has)."""
-    return (dataset, family) in TEACHER_PRESETS
+def has_teacher_preset(dataset: str, family: str, optimizer: str = "adam") -> bool:
+    """Whether (dataset, family) has a preset for `optimizer` chosen on validation (a path never has)."""
+    return (dataset, family) in (SGD_TEACHER_PRESETS if optimizer == "sgd" else TEACHER_PRESETS)
+
+
+def product_optimizer(family: str) -> str:
+    """The optimizer of the product's teachers of `family`: per-triple SGD for BPR, Adam for NeuMF."""
+    return PRODUCT_BPR_OPTIMIZER if family == "bpr" else "adam"
 
 
 @dataclass(frozen=True)
@@ -172,7 +222,8 @@ class TeacherTuning:
     patience: int = TUNE_PATIENCE
     max_params: int | None = None
     reg: tuple[float, float] = (1e-5, 1e-1)
-    lr: tuple[float, float] = (1e-3, 2e-2)
+    lr: tuple[float, float] = (1e-3, 2e-2)  # Adam's
+    sgd_lr: tuple[float, float] = (5e-3, 1e-1)  # per-triple SGD's (a base with optimizer "sgd")
     dims: tuple[int, ...] = (16, 32, 64, 100, 128, 200, 256)
     hidden: tuple[tuple[int, ...], ...] = ((16, 8), (32, 16), (64, 32))
 
@@ -185,7 +236,7 @@ class TeacherTuning:
             raise ValueError(f"a tuning trial's patience must be at least 1 evaluation, got {self.patience!r}")
         if self.max_params is not None and not (isinstance(self.max_params, int) and self.max_params >= 1):
             raise ValueError(f"the tuning's parameter budget must be a positive integer, got {self.max_params!r}")
-        for name in ("reg", "lr"):
+        for name in ("reg", "lr", "sgd_lr"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"the tuning's {name} range must satisfy 0 < low <= high, got ({low}, {high})")
@@ -200,14 +251,19 @@ class TeacherTuning:
         return asdict(self)
 
 
-def teacher_from_fields(dataset: str, family: str, fields: dict[str, Any], option: str = "--teacher-json"
-                        ) -> TeacherSettings:
-    """Teacher settings from a JSON object's fields {"model": {...}, "lr": ..., "pretrain": {...} or null} laid
-    over the preset of (dataset, family); ValueError naming `option` and what is wrong."""
-    unknown = sorted(set(fields) - {"model", "lr", "pretrain"})
+def teacher_from_fields(dataset: str, family: str, fields: dict[str, Any], option: str = "--teacher-json",
+                        optimizer: str = "adam") -> TeacherSettings:
+    """Teacher settings from a JSON object's fields {"model": {...}, "lr": ..., "pretrain": {...} or null,
+    "optimizer": "adam" | "sgd", "negatives": "uniform" | "popularity"} laid over the preset of (dataset, family) for
+    the given optimizer (else `optimizer`); ValueError naming `option` and what is wrong."""
+    unknown = sorted(set(fields) - {"model", "lr", "pretrain", "optimizer", "negatives"})
     if unknown:
-        raise ValueError(f"{option} takes the keys 'model', 'lr' and 'pretrain', not {unknown}")
-    preset = teacher_preset(dataset, family)
+        raise ValueError(f"{option} takes the keys 'model', 'lr', 'pretrain', 'optimizer' and 'negatives', not "
+                         f"{unknown}")
+    optimizer = fields.get("optimizer", optimizer)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"{option}: 'optimizer' must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    preset = teacher_preset(dataset, family, optimizer)
     pretrain = preset.pretrain
     if "pretrain" in fields:  # null turns it off; an object sets data_owner.teacher.Pretraining
         given = fields["pretrain"]
@@ -224,7 +280,11 @@ def teacher_from_fields(dataset: str, family: str, fields: dict[str, Any], optio
         lr = float(fields.get("lr", preset.lr))
     except (TypeError, ValueError):
         raise ValueError(f"{option}: 'lr' must be a number, got {fields.get('lr')!r}") from None
-    return TeacherSettings(family, dict(model), lr, pretrain)
+    try:
+        return TeacherSettings(family, dict(model), lr, pretrain, optimizer,
+                               fields.get("negatives", preset.negatives))
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -233,7 +293,8 @@ class ChainConfig:
 
     dataset: str
     family: str = "bpr"
-    teacher: TeacherSettings | None = None  # None: teacher_preset(dataset, family)
+    teacher: TeacherSettings | None = None  # None: teacher_preset(dataset, family, teacher_optimizer)
+    teacher_optimizer: str = "adam"  # the preset's (or the search's) optimizer when `teacher` is None
     consumer_id: str = CONSUMER_ID  # the tokens are pseudonyms for this consumer only
     seed: int = 0
     list_length: int = LIST_LENGTH
@@ -265,7 +326,7 @@ class ChainConfig:
         if self.tune is True and self.teacher is not None:
             raise ValueError("tuning searches the teacher's settings: give either tune=True (--tune) or teacher "
                              "settings (--teacher-json), not both")
-        teacher_preset(self.dataset, self.family)  # validates the family
+        teacher_preset(self.dataset, self.family, self.teacher_optimizer)  # validates the family and optimizer
         if self.list_length < 1 or not self.temperature > 0:
             raise ValueError("list_length must be at least 1 and temperature positive")
         if min(self.teacher_epochs, self.gd_epochs, self.eval_every, self.batch_size) < 1 or self.patience < 0:
@@ -300,13 +361,13 @@ class ChainConfig:
     def teacher_settings(self) -> TeacherSettings:
         """The given teacher settings, else the preset (or the family's default). Under `tunes_teacher` the owner's
         chain replaces them with the search's choice before the KD teacher trains."""
-        return self.teacher or teacher_preset(self.dataset, self.family)
+        return self.teacher or teacher_preset(self.dataset, self.family, self.teacher_optimizer)
 
     @property
     def tunes_teacher(self) -> bool:
         """Whether the owner's chain searches the teacher's settings (see `tune`)."""
         if self.tune is None:
-            return self.teacher is None and not has_teacher_preset(self.dataset, self.family)
+            return self.teacher is None and not has_teacher_preset(self.dataset, self.family, self.teacher_optimizer)
         return self.tune
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,6 +381,7 @@ __all__ = [
     "CGAN_EPOCHS",
     "CGAN_PRESETS",
     "CONSUMER_ID",
+    "DEFAULT_SGD_TEACHER",
     "DEFAULT_TEACHERS",
     "EVAL_EVERY",
     "FAMILIES",
@@ -327,10 +389,14 @@ __all__ = [
     "GENERATOR_CHOICES",
     "GENERATOR_FAMILIES",
     "LIST_LENGTH",
+    "NEGATIVES",
+    "OPTIMIZERS",
     "PATIENCE",
+    "PRODUCT_BPR_OPTIMIZER",
     "PRODUCT_GENERATOR",
     "PRODUCT_INCLUDE_OBSERVED",
     "RESEARCH_GENERATOR",
+    "SGD_TEACHER_PRESETS",
     "TEACHER_EPOCHS",
     "TEACHER_PRESETS",
     "TEMPERATURE",
@@ -344,6 +410,7 @@ __all__ = [
     "TeacherTuning",
     "cgan_preset",
     "has_teacher_preset",
+    "product_optimizer",
     "teacher_from_fields",
     "teacher_preset",
 ]

@@ -77,7 +77,8 @@ def kd_teacher(split: LeaveOneOutSplit, trained_on: LeaveOneOutSplit, config: Ch
     teacher = config.teacher_settings
     return train_base_model(trained_on, config.family, dict(teacher.model),
                             train_config(config, config.teacher_epochs, checkpoint_dir), batch_size=config.batch_size,
-                            device=device, pretrain=teacher.pretrain, pairs_per_epoch=epoch_pairs(split, config))
+                            device=device, pretrain=teacher.pretrain, pairs_per_epoch=epoch_pairs(split, config),
+                            optimizer=teacher.optimizer, negatives=teacher.negatives)
 
 
 def cgan(trained_on: LeaveOneOutSplit, config: ChainConfig, device: torch.device) -> CGANResult:
@@ -142,7 +143,9 @@ def gd_teacher(kd: Recommender, split: LeaveOneOutSplit, trained_on: LeaveOneOut
     """A copy of the KD teacher continued on the model split's pairs + the generated pairs (L_T = L_CF + L_GF)."""
     return continue_on_generated(kd, trained_on, made.as_item_sets(),
                                  train_config(config, config.gd_epochs, checkpoint_dir),
-                                 batch_size=config.batch_size, pairs_per_epoch=epoch_pairs(split, config))
+                                 batch_size=config.batch_size, pairs_per_epoch=epoch_pairs(split, config),
+                                 optimizer=config.teacher_settings.optimizer,
+                                 negatives=config.teacher_settings.negatives)
 
 
 def export(gd: Recommender, made: GeneratedLists, split: LeaveOneOutSplit, config: ChainConfig,

@@ -67,9 +67,13 @@ def train_base_model(
     ks: Sequence[int] = DEFAULT_KS,
     pretrain: Pretraining | None = None,
     pairs_per_epoch: int | None = None,
+    optimizer: str = "adam",
+    negatives: str = "uniform",
 ) -> TeacherRun:
     """Train a BPR/NeuMF model on the raw training pairs, select the epoch on validation, report test.
     `pairs_per_epoch` (None: every pair) caps each epoch at that many pairs drawn afresh (`TripletSampler`).
+    `optimizer` "adam" trains on batches of `batch_size` triples, "sgd" by BPR's per-triple SGD with `negatives`
+    (`fit_on_pairs`).
 
     `pretrain` (NeuMF only, see `Pretraining`): the GMF and MLP branches are trained alone first with
     `train_config` and their own early stopping, then NeuMF from them. The branches' metrics are kept in `extra`."""
@@ -97,7 +101,8 @@ def train_base_model(
         init = torch.Generator().manual_seed(train_config.seed)
         model = build_model(family, split.n_users, split.n_items, generator=init, **model_config).to(device)
     result = fit_on_pairs(model, split, train_config, batch_size=batch_size, device=device, ks=ks,
-                          pairs_per_epoch=pairs_per_epoch, description=f"{family} d={model_config}")
+                          pairs_per_epoch=pairs_per_epoch, description=f"{family} d={model_config}",
+                          optimizer=optimizer, negatives=negatives)
     valid = validation_result(model, split, ks).metrics
     test = test_result(model, split, ks).metrics
     if is_main():
@@ -108,11 +113,12 @@ def train_base_model(
 def fit_on_pairs(model: Recommender, split: LeaveOneOutSplit, train_config: TrainConfig, *, batch_size: int,
                  device: torch.device | str, ks: Sequence[int] = DEFAULT_KS, pairs_per_epoch: int | None = None,
                  on_evaluation: Callable[[dict[str, float]], None] | None = None,
-                 description: str = "train") -> TrainResult:
-    """Train `model` in place on the training pairs (`TripletSampler`, L_CF) with the epoch selected on the validation
-    item; `on_evaluation(metrics)` sees each validation (the one before training included) and may raise to stop the
-    run. The test items are not read."""
-    sampler = TripletSampler(split.train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
+                 description: str = "train", optimizer: str = "adam", negatives: str = "uniform") -> TrainResult:
+    """Train `model` in place on the training pairs (L_CF) with the epoch selected on the validation item;
+    `on_evaluation(metrics)` sees each validation (the one before training included) and may raise to stop the
+    run. The test items are not read. `optimizer` "adam": the loop's Adam on `TripletSampler` batches; "sgd" (BPR):
+    per-triple SGD (`data_owner.bpr_sgd`, `negatives` "uniform" or "popularity"), on the CPU whatever `device` is (the
+    model is moved back after)."""
 
     def validate() -> dict[str, float]:
         metrics = validation_result(model, split, ks).metrics
@@ -120,7 +126,30 @@ def fit_on_pairs(model: Recommender, split: LeaveOneOutSplit, train_config: Trai
             on_evaluation(metrics)
         return metrics
 
+    if optimizer == "sgd":
+        return _fit_sgd(model, split.train, validate, train_config, device, description,
+                        pairs_per_epoch=pairs_per_epoch, negatives=negatives)
+    if optimizer != "adam" or negatives != "uniform":
+        raise ValueError(f"optimizer must be 'adam' (uniform negatives) or 'sgd', got {optimizer!r} with {negatives} "
+                         "negatives")
+    sampler = TripletSampler(split.train, batch_size=batch_size, pairs_per_epoch=pairs_per_epoch)
     return fit(model, sampler, validate, train_config, device=device, description=description)
+
+
+def _fit_sgd(model: Recommender, train: ItemSets, validate: Callable[[], dict[str, float]],
+             train_config: TrainConfig, device: torch.device | str, description: str,
+             generated: ItemSets | None = None, pairs_per_epoch: int | None = None,
+             negatives: str = "uniform") -> TrainResult:
+    """`fit` with BPR's per-triple SGD epochs on the CPU; the model ends on `device`."""
+    from data_owner.bpr_sgd import BPRSGDEpochs  # numba compiles on first use: only when asked for
+
+    model.to("cpu")
+    epochs = BPRSGDEpochs(model, train, train_config.lr, generated=generated,  # type: ignore[arg-type]
+                          pairs_per_epoch=pairs_per_epoch, negatives=negatives)
+    result = fit(model, None, validate, train_config, device="cpu", description=description,  # type: ignore[arg-type]
+                 epoch_fn=epochs)
+    model.to(device)
+    return result
 
 
 def popularity_scores(split: LeaveOneOutSplit) -> np.ndarray:
@@ -171,11 +200,22 @@ def continue_on_generated(
     batch_size: int = BATCH_SIZE,
     ks: Sequence[int] = DEFAULT_KS,
     pairs_per_epoch: int | None = None,
+    optimizer: str = "adam",
+    negatives: str = "uniform",
 ) -> TeacherRun:
     """The GD teacher (Algorithm 1): a copy of the raw-data teacher trained further on raw + generated pairs,
     L_T = L_CF + L_GF, selected on validation. The input teacher is left untouched (it is the KD teacher).
-    `pairs_per_epoch` caps the raw pairs of an epoch as in `train_base_model`."""
+    `pairs_per_epoch` caps the raw pairs of an epoch as in `train_base_model`. `optimizer` "sgd" (BPR) continues by
+    per-triple SGD over the raw and generated pairs shuffled together (under a cap, an epoch draws `pairs_per_epoch`
+    plus the number of generated pairs from both together)."""
     model = copy.deepcopy(teacher)
+    if optimizer == "sgd":
+        device = model.device
+        capped = None if pairs_per_epoch is None else pairs_per_epoch + generated.nnz
+        result = _fit_sgd(model, split.train, lambda: validation_result(model, split, ks).metrics, train_config,
+                          device, "GD teacher", generated=generated, pairs_per_epoch=capped, negatives=negatives)
+        return TeacherRun(model=model, train=result, valid=validation_result(model, split, ks).metrics,
+                          test=test_result(model, split, ks).metrics)
     sampler = JointSampler(split.train, generated, batch_size, pairs_per_epoch)
 
     def loss_fn(batch: JointBatch) -> torch.Tensor:

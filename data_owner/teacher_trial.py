@@ -69,18 +69,19 @@ def train_teacher_trial(
     pretrain: Pretraining | None = None,
     out: Path | None = None,
     tuning: TeacherTuning | None = None,
+    optimizer: str = "adam",
 ) -> TeacherTrial:
     """Train a `family` teacher on `dataset`'s leave-one-out training split, select its epoch on validation, and save
     the checkpoint (with the id maps) and `summary.json` under `out` (default
     artifacts/teachers/<name>-<family>-d<dim>-s<seed>, `name` from `dataset_name`). With `tuning`, the architecture
     and the learning rate come from the search on the validation item (`data_owner.tuning`, starting from the
     dataset's preset or the family's default; `dim`, `hidden`, `reg` and `train_config.lr` are not used) and the
-    summary holds its report. Raises FileNotFoundError, ValueError or RuntimeError for a missing dataset, a bad
-    config or an unavailable device."""
+    summary holds its report. `optimizer`: "adam" or "sgd" (BPR's per-triple SGD; one process). Raises
+    FileNotFoundError, ValueError or RuntimeError for a missing dataset, a bad config or an unavailable device."""
     started = time.perf_counter()
     split = leave_one_out_split(load_dataset(dataset, data_dir=data_dir))
     resolved = resolve_device(device)
-    tuned = None
+    tuned, negatives = None, "uniform"
     if tuning is not None:
         if distributed.is_active():
             raise ValueError("the teacher's settings search runs in one process (its time budget would end the trials "
@@ -88,14 +89,15 @@ def train_teacher_trial(
                              "(--dim, --lr, ... or --no-tune) to train them under torchrun")
         if pretrain is not None:
             raise ValueError("tuning trains its trials without NCF pre-training; tune or pre-train, not both")
-        tuned = tune_teacher(split, teacher_preset(dataset, family), tuning, train_config, batch_size=batch_size,
-                             device=resolved)
+        tuned = tune_teacher(split, teacher_preset(dataset, family, optimizer), tuning, train_config,
+                             batch_size=batch_size, device=resolved)
         config, train_config = dict(tuned.settings.model), replace(train_config, lr=tuned.settings.lr)
+        negatives = tuned.settings.negatives
         dim = int(config["dim"] if family == "bpr" else config["dim_gmf"])
     else:
         config = teacher_config(family, dim, hidden, reg)
     run = train_base_model(split, family, config, train_config, batch_size=batch_size, device=resolved,
-                           pretrain=pretrain)
+                           pretrain=pretrain, optimizer=optimizer, negatives=negatives)
     name = dataset_name(dataset)
     out = out or Path("artifacts") / "teachers" / f"{name}-{family}-d{dim}-s{train_config.seed}"
     summary = {
@@ -103,6 +105,8 @@ def train_teacher_trial(
         "model": family,
         "config": config,
         "lr": train_config.lr,
+        "optimizer": optimizer,
+        "negatives": negatives,
         "num_parameters": run.model.num_parameters(),
         "best_epoch": run.train.best_epoch,
         "epochs_run": run.train.epochs_run,

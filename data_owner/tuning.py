@@ -1,12 +1,14 @@
 """The teacher's own hyperparameter search on the owner's validation item, for a dataset without a preset.
 
 Optuna drives it: a TPE sampler seeded by the run's seed proposes the settings (BPR: `reg` and `lr` on a log scale,
-`dim` among the widths whose parameter count fits the budget; NeuMF: also its MLP tower), and a median pruner reads
-the validation metric at each evaluation of the training loop and stops a trial that falls below the median of the
-earlier trials at the same epoch. Each trial trains exactly as the KD teacher does (`shared.training.fit` on the
-teacher's `TripletSampler`, the same seeded initialisation and epoch cap), with the trial's early stopping
+`dim` among the widths whose parameter count fits the budget; NeuMF: also its MLP tower; every trial keeps the base's
+optimizer, whose learning-rate range is searched), and a median pruner reads the validation metric at each evaluation
+of the training loop and stops a trial that falls below the median of the earlier trials at the same epoch. Each
+trial trains exactly as the KD teacher does (`data_owner.teacher.fit_on_pairs`, the same seeded initialisation and
+epoch cap), with the trial's early stopping
 (`TeacherTuning.patience`). The first trial is the preset (or the family's default) itself, so the search keeps it
-unless a trial validates better; the next two are the same with a tenth and a hundredth of its L2 strength. The
+unless a trial validates better; the next are the same with a tenth and a hundredth of its L2 strength (for
+per-triple SGD, the tenth also with the other way of drawing negatives, `data_owner.bpr_sgd`). The
 study lives in memory; the owner's chain keeps its result as a cached stage.
 
 The search stops starting trials once `TeacherTuning.budget_s` seconds have passed or `n_trials` have run; a trial
@@ -26,7 +28,7 @@ from typing import Any
 import optuna
 import torch
 
-from data_owner.config import TeacherSettings, TeacherTuning
+from data_owner.config import NEGATIVES, TeacherSettings, TeacherTuning
 from data_owner.data import LeaveOneOutSplit
 from data_owner.teacher import DEFAULT_KS, fit_on_pairs
 from shared.models import Recommender, build_model
@@ -82,7 +84,8 @@ class TuningResult:
                 f"pruned, {counts['failed']} failed) in {self.seconds:.0f} s of {self.budget_s:.0f} s")
         if self.chosen_trial is None:
             return f"{head}; no trial completed, kept {self.settings.model} lr {self.settings.lr:g}"
-        return (f"{head}; chose trial {self.chosen_trial}: {self.settings.model} lr {self.settings.lr:g}, valid "
+        how = "" if self.settings.optimizer == "adam" else f" (sgd, {self.settings.negatives} negatives)"
+        return (f"{head}; chose trial {self.chosen_trial}: {self.settings.model} lr {self.settings.lr:g}{how}, valid "
                 f"{self.metric} {self.valid[self.metric]:.4f}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +117,11 @@ class SearchSpace:
                              f"on {n_users} users x {n_items} items (the smallest has {smallest:,}); raise the "
                              "parameter budget (TeacherTuning.max_params, --tune-max-params) or add smaller dims")
 
+    @property
+    def lr_range(self) -> tuple[float, float]:
+        """The learning rates searched: the base optimizer's range (`TeacherTuning.lr` or `sgd_lr`)."""
+        return self.tuning.sgd_lr if self.base.optimizer == "sgd" else self.tuning.lr
+
     def _base_architecture(self) -> tuple[int, tuple[int, ...]]:
         model = self.base.model
         if self.base.family == "bpr":
@@ -133,11 +141,13 @@ class SearchSpace:
         """The base settings as the trial parameters that reproduce them; None when they lie outside the space."""
         dim, tower = self._base_architecture()
         reg, lr = float(self.base.model.get("reg", 0.0)), float(self.base.lr)
-        (reg_low, reg_high), (lr_low, lr_high) = self.tuning.reg, self.tuning.lr
+        (reg_low, reg_high), (lr_low, lr_high) = self.tuning.reg, self.lr_range
         if dim not in self.towers or tower not in self.towers[dim] or not reg_low <= reg <= reg_high or \
                 not lr_low <= lr <= lr_high:
             return None
         params: dict[str, Any] = {"reg": reg, "lr": lr, "dim": dim}
+        if self.base.optimizer == "sgd":
+            params["negatives"] = self.base.negatives
         if self.base.family == "neumf":
             params[f"hidden_d{dim}"] = self._tower_name(tower)
         return params
@@ -151,17 +161,24 @@ class SearchSpace:
             return []
         low = self.tuning.reg[0]
         weaker = [{**base, "reg": base["reg"] * f} for f in WARM_START_REG_FACTORS if base["reg"] * f >= low]
+        if "negatives" in base:  # the other way of drawing negatives, which some catalogs need
+            other = next(n for n in NEGATIVES if n != base["negatives"])
+            weaker.insert(1, {**weaker[0], "negatives": other} if weaker else {**base, "negatives": other})
         return [base, *weaker]
 
     def suggest(self, trial: optuna.Trial) -> TeacherSettings:
         reg = trial.suggest_float("reg", *self.tuning.reg, log=True)
-        lr = trial.suggest_float("lr", *self.tuning.lr, log=True)
+        lr = trial.suggest_float("lr", *self.lr_range, log=True)
         dim = trial.suggest_categorical("dim", sorted(self.towers))
         tower: tuple[int, ...] = ()
         if self.base.family == "neumf":  # one parameter per width: Optuna's categorical choices may not vary
             names = {self._tower_name(t): t for t in self.towers[dim]}
             tower = names[trial.suggest_categorical(f"hidden_d{dim}", sorted(names))]
-        return TeacherSettings(self.base.family, {**self._architecture(dim, tower), "reg": reg}, lr)
+        negatives = self.base.negatives
+        if self.base.optimizer == "sgd":
+            negatives = trial.suggest_categorical("negatives", list(NEGATIVES))
+        return TeacherSettings(self.base.family, {**self._architecture(dim, tower), "reg": reg}, lr,
+                               optimizer=self.base.optimizer, negatives=negatives)
 
 
 def train_trial(split: LeaveOneOutSplit, settings: TeacherSettings, schedule: TrainConfig, *, batch_size: int,
@@ -176,7 +193,8 @@ def train_trial(split: LeaveOneOutSplit, settings: TeacherSettings, schedule: Tr
     init = torch.Generator().manual_seed(config.seed)
     model = build_model(settings.family, split.n_users, split.n_items, generator=init, **settings.model).to(device)
     result = fit_on_pairs(model, split, config, batch_size=batch_size, device=device, ks=DEFAULT_KS,
-                          pairs_per_epoch=pairs_per_epoch, on_evaluation=on_evaluation, description=description)
+                          pairs_per_epoch=pairs_per_epoch, on_evaluation=on_evaluation, description=description,
+                          optimizer=settings.optimizer, negatives=settings.negatives)
     return model, result
 
 
@@ -204,7 +222,8 @@ def tune_teacher(split: LeaveOneOutSplit, base: TeacherSettings, tuning: Teacher
 
     def objective(trial: optuna.Trial) -> float:
         settings = space.suggest(trial)
-        trial.set_user_attr("settings", {"model": settings.model, "lr": settings.lr})
+        trial.set_user_attr("settings", {"model": settings.model, "lr": settings.lr,
+                                         "negatives": settings.negatives})
         trial_started = time.perf_counter()
         evaluations = 0
         best = -math.inf
@@ -256,7 +275,8 @@ def tune_teacher(split: LeaveOneOutSplit, base: TeacherSettings, tuning: Teacher
     if complete:
         best_trial = max(complete, key=lambda t: (t.value, -t.number))
         chosen = TeacherSettings(base.family, dict(best_trial.user_attrs["settings"]["model"]),
-                                 float(best_trial.user_attrs["settings"]["lr"]))
+                                 float(best_trial.user_attrs["settings"]["lr"]), optimizer=base.optimizer,
+                                 negatives=best_trial.user_attrs["settings"].get("negatives", base.negatives))
         result = TuningResult(chosen, base, best_trial.number, metric, dict(best_trial.user_attrs["valid"]), trials,
                               tuning.budget_s, seconds, space.max_params)
     else:

@@ -135,6 +135,7 @@ def fit(
     device: torch.device | str | None = None,
     description: str = "train",
     identity: str | None = None,
+    epoch_fn: Callable[[int, np.random.Generator], float] | None = None,
 ) -> TrainResult:
     """Train `model` in place and restore the weights of the best validation epoch.
 
@@ -142,6 +143,9 @@ def fit(
     `model.loss`); validate() -> metrics dict containing `config.metric` (None: no selection, keep the last).
     With `config.checkpoint_dir`, continues from a saved state of the same run (see the module's docstring);
     `identity` names what else the run depends on (data, loss weights), so that a change of it starts over.
+    `epoch_fn(epoch, rng) -> mean loss`, when given, trains a whole epoch itself (a compiled per-example update that
+    keeps no optimiser state, such as the owner's per-triple BPR SGD) in place of the batches, loss and optimiser;
+    validation, early stopping and checkpoints are the loop's as usual. It runs in one process only.
 
     Parameter-free random ops of the model (dropout) draw from torch's default generators, which take no generator
     argument: the loop runs them from `config.seed` inside `torch.random.fork_rng`, so the caller's generators are
@@ -152,7 +156,7 @@ def fit(
         if device.type == "cuda":
             torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()
                                           ].manual_seed(config.seed)
-        return _fit(model, batches, validate, config, loss_fn, optimizer, device, description, identity)
+        return _fit(model, batches, validate, config, loss_fn, optimizer, device, description, identity, epoch_fn)
 
 
 def _fit(
@@ -165,7 +169,11 @@ def _fit(
     device: torch.device,
     description: str,
     identity: str | None,
+    epoch_fn: Callable[[int, np.random.Generator], float] | None = None,
 ) -> TrainResult:
+    if epoch_fn is not None and distributed.is_active():
+        raise ValueError(f"{description}: its per-example updates run in one process; train it without torchrun, or "
+                         "with optimizer 'adam'")
     model.to(device)
     rng = np.random.default_rng(config.seed)
     loss_fn = loss_fn or model.loss  # type: ignore[assignment]
@@ -215,7 +223,13 @@ def _fit(
     for epoch in bar:
         model.train()
         total, steps = 0.0, 0
-        for batch in batches(epoch, rng):
+        if epoch_fn is not None:
+            total, steps = epoch_fn(epoch, rng), 1
+            if not math.isfinite(total):
+                raise FloatingPointError(
+                    f"{description}: the loss became {total} at epoch {epoch}; the model diverged. Try a lower "
+                    f"learning rate (now {config.lr}) or a stronger L2 regularisation.")
+        for batch in (() if epoch_fn is not None else batches(epoch, rng)):
             if averager is not None:
                 total += _data_parallel_step(batch, loss_fn, optimizer, averager, device, config, description, epoch,
                                              steps + 1)

@@ -21,6 +21,11 @@ class Family(StrEnum):
     neumf = "neumf"
 
 
+class Optimizer(StrEnum):
+    adam = "adam"
+    sgd = "sgd"
+
+
 class Metric(StrEnum):
     ndcg = "NDCG@50"
     hr = "HR@50"
@@ -32,6 +37,10 @@ ArtifactsOption = Annotated[
 DatasetOption = Annotated[str, typer.Option(help="dataset name (ml-100k, citeulike-t, foursquare) or a file path")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")]
 SeedOption = Annotated[int, typer.Option()]
+OPTIMIZER_HELP = ("how the teacher trains: sgd, BPR's per-triple SGD (compiled, on the CPU, one process), or adam on "
+                  "batches of --batch-size (the paper's)")
+TeacherOptimizerOption = Annotated[Optimizer | None, typer.Option(
+    help=OPTIMIZER_HELP + "; default: sgd for BPR, adam for NeuMF")]
 TuneOption = Annotated[bool | None, typer.Option(
     "--tune/--no-tune",
     help="search the teacher's settings on the validation item before training it (Optuna, within --tune-budget); "

@@ -15,6 +15,7 @@ from data_owner.cli.common import (
     DeviceOption,
     Family,
     SeedOption,
+    TeacherOptimizerOption,
     TuneBudgetOption,
     TuneMaxParamsOption,
     TuneOption,
@@ -42,6 +43,7 @@ from data_owner.config import (
     TEACHER_EPOCHS,
     TEMPERATURE,
     RrTrueSizeEpochs,
+    product_optimizer,
 )
 
 if TYPE_CHECKING:
@@ -105,6 +107,7 @@ def train(
         help="teacher settings as JSON: {\"model\": {...architecture...}, \"lr\": ..., \"pretrain\": {\"alpha\": ..., "
              "\"gmf_reg\": ..., \"mlp_reg\": ..., \"finetune_lr\": ...} or null} (default: the dataset's "
              "preset)")] = None,
+    teacher_optimizer: TeacherOptimizerOption = None,
     tune: TuneOption = None,
     tune_budget: TuneBudgetOption = None,
     tune_trials: TuneTrialsOption = None,
@@ -136,6 +139,7 @@ def train(
             rr_epsilon=rr_epsilon, rr_true_size_epochs=rr_true_size_epochs, temperature=temperature,
             teacher_epochs=teacher_epochs, gd_epochs=gd_epochs, patience=patience, eval_every=eval_every,
             batch_size=batch_size, device=device, progress=progress, generator=generator,
+            teacher_optimizer=teacher_optimizer.value if teacher_optimizer else product_optimizer(model.value),
             generator_settings=generator_settings, auto_families=families, auto_budget_s=auto_budget,
         )
     except (TypeError, ValueError) as exc:

@@ -12,10 +12,12 @@ from typing import Annotated
 import typer
 
 from data_owner.cli.common import (
+    OPTIMIZER_HELP,
     DatasetOption,
     DeviceOption,
     Family,
     Metric,
+    Optimizer,
     SeedOption,
     TuneBudgetOption,
     TuneMaxParamsOption,
@@ -49,6 +51,7 @@ def train_teacher(
     pretrain_json: Annotated[str | None, typer.Option(
         help="pre-training settings (implies --pretrain): {\"alpha\": 0.5, \"gmf_reg\": ..., \"mlp_reg\": ..., "
              "\"finetune_lr\": ...}")] = None,
+    optimizer: Annotated[Optimizer, typer.Option(help=OPTIMIZER_HELP)] = Optimizer.adam,
     tune: TuneOption = None,
     tune_budget: TuneBudgetOption = None,
     tune_trials: TuneTrialsOption = None,
@@ -73,7 +76,7 @@ def train_teacher(
     explicit = [flag for flag, value in (("--dim", dim), ("--hidden", hidden), ("--reg", reg), ("--lr", lr),
                                          ("--pretrain", pretraining)) if value is not None]
     if tune is None:
-        tune = not explicit and not has_teacher_preset(dataset, model.value)
+        tune = not explicit and not has_teacher_preset(dataset, model.value, optimizer.value)
     elif tune and explicit:
         raise fail(f"--tune searches the teacher's settings itself: drop {', '.join(explicit)}, or pass --no-tune to "
                    "train the given settings")
@@ -89,7 +92,8 @@ def train_teacher(
         with distributed.session(resolve_device(device)) as rank_device:
             trial = train_teacher_trial(dataset, model.value, train_config, dim=DEFAULT_DIM if dim is None else dim,
                                         hidden=hidden, reg=reg, batch_size=batch_size, device=str(rank_device),
-                                        data_dir=data_dir, pretrain=pretraining, out=out, tuning=tuning)
+                                        data_dir=data_dir, pretrain=pretraining, out=out, tuning=tuning,
+                                        optimizer=optimizer.value)
             main = distributed.is_main()
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from None
