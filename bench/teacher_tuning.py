@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from data_owner import stages
-from data_owner.config import TEACHER_EPOCHS, ChainConfig, TeacherTuning
+from data_owner.config import OPTIMIZERS, TEACHER_EPOCHS, ChainConfig, TeacherTuning, product_optimizer
 from data_owner.data import LeaveOneOutSplit
 from data_owner.pipeline import load_split
 from shared.evaluation import evaluate
@@ -61,7 +61,9 @@ def owner_teacher(split: LeaveOneOutSplit, config: ChainConfig) -> Row:
     run = stages.kd_teacher(split, split, config, device)
     teacher = config.teacher_settings
     return Row("(a) owner, tuned" if note else "(b) owner, --no-tune",
-               f"{teacher.model} lr {teacher.lr:g}, best epoch {run.train.best_epoch}{note}",
+               f"{teacher.model} lr {teacher.lr:g} {teacher.optimizer}"
+               + (f" ({teacher.negatives} negatives)" if teacher.optimizer == "sgd" else "")
+               + f", best epoch {run.train.best_epoch}{note}",
                run.model.num_parameters(), run.valid, run.test, time.perf_counter() - started)
 
 
@@ -115,6 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default=CITEULIKE_A, help="a dataset path (or name) without a teacher preset")
     parser.add_argument("--family", default="bpr", choices=("bpr", "neumf"))
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                        help="the teacher's optimizer (default: the product's, sgd for BPR, adam for NeuMF)")
     parser.add_argument("--tune-budget", type=float, default=TeacherTuning().budget_s, help="seconds of search")
     parser.add_argument("--tune-trials", type=int, default=TeacherTuning().n_trials)
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
@@ -130,6 +134,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     split = load_split(args.dataset)
     config = ChainConfig(dataset=args.dataset, family=args.family, seed=args.seed, teacher_epochs=args.teacher_epochs,
+                         teacher_optimizer=args.optimizer or product_optimizer(args.family),
                          tuning=TeacherTuning(budget_s=args.tune_budget, n_trials=args.tune_trials), device="cpu",
                          progress=False)
     if not config.tunes_teacher:

@@ -251,7 +251,8 @@ class _Chain:
         c = self.config
         run = stages.kd_teacher(self.split, self.model_split, c, self.device, str(self.partial("kd_teacher")))
         summary = {"num_parameters": run.model.num_parameters(), "config": run.model.config(),
-                   "lr": c.teacher_settings.lr, "tuned": TUNING_STAGE in self.names,
+                   "lr": c.teacher_settings.lr, "optimizer": c.teacher_settings.optimizer,
+                   "negatives": c.teacher_settings.negatives, "tuned": TUNING_STAGE in self.names,
                    "best_epoch": run.train.best_epoch, "epochs_run": run.train.epochs_run,
                    **stages.reported_metrics(run.model, self.split, c, run.valid, run.test)}
         save_checkpoint(folder, run.model, {"stage": "kd_teacher", **summary})

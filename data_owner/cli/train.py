@@ -156,7 +156,9 @@ def train(
     teacher = result.stage("kd_teacher").summary
     if any(stage.name == TUNING_STAGE for stage in result.stages):
         typer.echo(result.stage(TUNING_STAGE).summary.get("summary_line", ""))
-    typer.echo(f"teacher: {model.value} {teacher.get('config', {})} lr {teacher.get('lr', '-')}")
+    how = teacher.get("optimizer", "adam") + (f", {teacher['negatives']} negatives"
+                                              if teacher.get("optimizer") == "sgd" else "")
+    typer.echo(f"teacher: {model.value} {teacher.get('config', {})} lr {teacher.get('lr', '-')} ({how})")
     chosen = result.stage("generator").summary
     typer.echo(f"list generator: {chosen.get('family')} {chosen.get('settings', {})}")
     for candidate in chosen.get("selection", {}).get("candidates", []):

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from data_owner.cli import app
-from data_owner.config import TeacherSettings
+from data_owner.config import DEFAULT_SGD_TEACHER, TeacherSettings
 from data_owner.pipeline import STAGES, TUNING_STAGE, load_split, read_stage, split_fingerprint, stage_keys
 from data_owner.settings import ArtifactLayout, secret_fingerprint
 from data_owner.teacher_trial import dataset_name
@@ -46,7 +46,8 @@ def test_a_dataset_given_by_path_is_tuned_before_its_kd_teacher(tuned_run):
     assert tuning is not None and "teacher tuning: 3 trials" in result.output
     report = json.loads((layout.stage(TUNING_STAGE) / "tuning.json").read_text())
     assert len(report["trials"]) == 3 and report["budget_s"] == 60.0
-    assert report["trials"][0]["model"] == {"dim": 64, "reg": 1e-2}  # the family's default is tried first
+    assert report["trials"][0]["model"] == DEFAULT_SGD_TEACHER.model  # the product's default is tried first
+    assert report["teacher"]["optimizer"] == "sgd"  # the product's BPR teacher: per-triple SGD
     chosen = TeacherSettings.from_payload(tuning["summary"]["teacher"])
     kd = read_stage(layout, "kd_teacher")
     assert kd["inputs"] == {TUNING_STAGE: tuning["output_id"]}
@@ -68,7 +69,9 @@ def test_the_kd_teachers_key_holds_the_tuned_settings(tuned_run):
     from data_owner.chain_options import chain_config
 
     chosen = TeacherSettings.from_payload(read_stage(layout, TUNING_STAGE)["summary"]["teacher"])
-    config = chain_config("users.dat", "bpr", teacher_fields={"model": chosen.model, "lr": chosen.lr},
+    assert chosen.optimizer == "sgd"
+    config = chain_config("users.dat", "bpr", teacher_fields={"model": chosen.model, "lr": chosen.lr,
+                                                              "negatives": chosen.negatives}, teacher_optimizer="sgd",
                           generator="itemknn", list_length=6, teacher_epochs=4, gd_epochs=2, patience=0, eval_every=2,
                           batch_size=128, device="cpu", progress=False, consumer_id="vendor")
     keys = stage_keys(config, split_fingerprint(load_split("users.dat")), secret_fingerprint(SECRET.encode()))
@@ -95,7 +98,8 @@ def test_no_tune_trains_the_default_without_a_search(environment):
     layout = ArtifactLayout(artifacts)
     assert read_stage(layout, TUNING_STAGE) is None and "teacher tuning" not in result.output
     kd = read_stage(layout, "kd_teacher")["summary"]
-    assert kd["config"]["dim"] == 64 and kd["config"]["reg"] == 1e-2 and kd["lr"] == 5e-3 and kd["tuned"] is False
+    assert kd["config"]["dim"] == DEFAULT_SGD_TEACHER.model["dim"] and kd["config"]["reg"] == \
+        DEFAULT_SGD_TEACHER.model["reg"] and kd["lr"] == DEFAULT_SGD_TEACHER.lr and kd["tuned"] is False
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -240,7 +240,7 @@ def test_cli_run_and_report(data, tmp_path):
         re.sub("[│╭╮╰╯─]", " ", bad.output).split())
     bad = cli.invoke(full_app(), ["run", "--dataset", str(data), "--work-dir", str(work), "--teacher-json",
                                   '{"model": {"dim": 8}, "momentum": 0.9}'])
-    assert bad.exit_code == 2 and "takes the keys 'model', 'lr' and 'pretrain'" in " ".join(
+    assert bad.exit_code == 2 and "takes the keys 'model', 'lr', 'pretrain', 'optimizer' and 'negatives'" in " ".join(
         re.sub("[│╭╮╰╯─]", " ", bad.output).split())
 
 

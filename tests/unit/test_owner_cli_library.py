@@ -120,7 +120,8 @@ def test_teacher_fields_replace_only_what_they_name():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"cgan_json": '{"lr": 1}'}, r"unknown CGANConfig field\(s\) \['lr'\]"),
-    ({"teacher_fields": {"epochs": 3}}, "--teacher-json takes the keys 'model', 'lr' and 'pretrain'"),
+    ({"teacher_fields": {"epochs": 3}},
+     "--teacher-json takes the keys 'model', 'lr', 'pretrain', 'optimizer' and 'negatives'"),
 ])
 def test_a_bad_field_is_refused_with_its_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
