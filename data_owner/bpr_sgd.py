@@ -1,16 +1,17 @@
 """BPR trained by per-triple stochastic gradient descent, compiled: the original BPR's LearnBPR (Rendle et al., UAI
 2009), the update `implicit` and LightFM use, as an alternative to the loop's Adam on batches of 1,000 triples.
 
-Each epoch visits every positive pair once in a fresh random order (or `pairs_per_epoch` of them), draws one negative
-item uniformly outside the user's excluded set (rejection sampling against the sorted CSR row), and takes one SGD step
-on that triple's share of `BPR.loss`: softplus(-(s_ui - s_uj)) + reg * (|p_u|^2 + |q_i|^2 + |q_j|^2), so `reg` means
-what it means for the batched loss (the gradient of the L2 term is 2 * reg * row). The embedding tables are updated in
-place through numpy views of the model's CPU tensors, so the training loop's validation, checkpoints and early stopping
-apply unchanged (`shared.training.fit(epoch_fn=...)`); SGD keeps no optimiser state. The random draws come from a
-seed the loop's generator gives each epoch, so a run is reproducible and resumes exactly.
+Each epoch takes as many steps as there are positive pairs (or `pairs_per_epoch`), each on a pair drawn uniformly
+with replacement (LearnBPR's bootstrap sampling) and one negative item drawn outside the user's excluded set
+(rejection sampling against the sorted CSR row): one SGD step on that triple's share of `BPR.loss`: softplus(-(s_ui
+- s_uj)) + reg * (|p_u|^2 + |q_i|^2 + |q_j|^2), so `reg` means what it means for the batched loss (the gradient of
+the L2 term is 2 * reg * row). The embedding tables are updated in place through numpy views of the model's CPU
+tensors, so the training loop's validation, checkpoints and early stopping apply unchanged
+(`shared.training.fit(epoch_fn=...)`); SGD keeps no optimiser state. The random draws come from a seed the loop's
+generator gives each epoch, so a run is reproducible and resumes exactly.
 
 Two sets of positives can share an epoch (the GD teacher's raw pairs and generated pairs, Algorithm 1): their pairs
-are shuffled together, and each set draws its negatives outside its own excluded set.
+are drawn from together, and each set draws its negatives outside its own excluded set.
 
 The kernel is compiled by numba on first use (about a second; the machine code is cached beside this module or in
 NUMBA_CACHE_DIR). One thread: each step reads and writes three rows, as `implicit` does with one thread."""
@@ -30,72 +31,74 @@ from shared.models import BPR
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _found(indices, low, high, item):  # noqa: ANN001, ANN202
+    """Whether `item` is in the sorted slice indices[low:high] (binary search)."""
+    end = high
+    while low < high:
+        mid = (low + high) >> 1
+        if indices[mid] < item:
+            low = mid + 1
+        else:
+            high = mid
+    return low < end and indices[low] == item
+
+
 @njit(cache=True, nogil=True)
-def _negative(indptr, indices, user, negative_pool, n_items):  # noqa: ANN001, ANN202
-    """An item outside `user`'s sorted CSR row: uniform over the catalog, or over `negative_pool` when it is not
-    empty, redrawn while it falls in the row (callers guarantee a candidate outside it exists)."""
+def _negative(indptr, indices, user, candidate, negative_pool, n_items):  # noqa: ANN001, ANN202
+    """`candidate` if it lies outside `user`'s sorted CSR row, else a redraw (uniform over the catalog, or over
+    `negative_pool` when it is not empty) until one does (callers guarantee a candidate outside the row exists)."""
     pool = negative_pool.shape[0]
     low, high = indptr[user], indptr[user + 1]
-    while True:
+    j = candidate
+    while _found(indices, low, high, j):
         j = negative_pool[np.random.randint(pool)] if pool > 0 else np.random.randint(n_items)
-        a, b = low, high
-        while a < b:
-            mid = (a + b) >> 1
-            if indices[mid] < j:
-                a = mid + 1
-            else:
-                b = mid
-        if a == high or indices[a] != j:
-            return j
+    return j
 
 
 @njit(cache=True, nogil=True)
-def _negatives(indptr, indices, users, negative_pool, n_items, seed):  # noqa: ANN001, ANN202
+def _negatives(indptr, indices, users, candidates, negative_pool, n_items, seed):  # noqa: ANN001, ANN202
     np.random.seed(seed)
     out = np.empty(users.shape[0], dtype=np.int64)
     for k in range(users.shape[0]):
-        out[k] = _negative(indptr, indices, users[k], negative_pool, n_items)
+        out[k] = _negative(indptr, indices, users[k], candidates[k], negative_pool, n_items)
     return out
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _sgd_epoch(user_factors, item_factors, users, items, first_generated, raw_indptr, raw_indices, gen_indptr,
-               gen_indices, negative_pool, order, lr, reg, seed):  # noqa: ANN001, ANN202 (numba types the arguments)
-    """One SGD step per entry of `order` (indices into users/items); entries >= first_generated draw their negative
-    outside the gen_* sets, the others outside the raw_* sets; candidates are uniform over the catalog, or uniform
-    over `negative_pool` when it is not empty. Returns the summed BPR data loss of the steps."""
+               gen_indices, negative_pool, order, candidates, lr, reg, seed):  # noqa: ANN001, ANN202 (numba types)
+    """One SGD step per entry of `order` (indices into users/items), its negative `candidates[step]` unless that lies in
+    the user's excluded row (gen_* sets for entries >= first_generated, raw_* for the others), else redrawn (uniform
+    over the catalog, or over `negative_pool` when it is not empty). Returns the summed BPR data loss of the steps."""
     np.random.seed(seed)
     n_items = item_factors.shape[0]
     dim = user_factors.shape[1]
-    decay = 2.0 * reg
+    step_size = np.float32(lr)
+    decay = np.float32(2.0 * reg)
     total = 0.0
     for step in range(order.shape[0]):
         entry = order[step]
         u = users[entry]
         i = items[entry]
+        j = candidates[step]
         if entry >= first_generated:
-            indptr, indices = gen_indptr, gen_indices
-        else:
-            indptr, indices = raw_indptr, raw_indices
-        j = _negative(indptr, indices, u, negative_pool, n_items)
-        x = 0.0
+            if _found(gen_indices, gen_indptr[u], gen_indptr[u + 1], j):
+                j = _negative(gen_indptr, gen_indices, u, j, negative_pool, n_items)
+        elif _found(raw_indices, raw_indptr[u], raw_indptr[u + 1], j):
+            j = _negative(raw_indptr, raw_indices, u, j, negative_pool, n_items)
+        p, qi, qj = user_factors[u], item_factors[i], item_factors[j]
+        x = np.float32(0.0)
         for f in range(dim):
-            x += user_factors[u, f] * (item_factors[i, f] - item_factors[j, f])
-        if x > 0.0:  # softplus(-x) and sigmoid(-x), stable on both sides
-            e = math.exp(-x)
-            total += math.log1p(e)
-            z = e / (1.0 + e)
-        else:
-            e = math.exp(x)
-            total += -x + math.log1p(e)
-            z = 1.0 / (1.0 + e)
+            x += p[f] * (qi[f] - qj[f])
+        z = np.float32(1.0) / (np.float32(1.0) + np.exp(x))  # sigmoid(-x), the step's weight
+        # the data loss softplus(-x) = -log(1 - z), in double; far out, where 1 - z underflows, it is -x
+        total += -float(x) if x < -30.0 else -math.log1p(-float(z))
         for f in range(dim):
-            pu = user_factors[u, f]
-            qi = item_factors[i, f]
-            qj = item_factors[j, f]
-            user_factors[u, f] = pu + lr * (z * (qi - qj) - decay * pu)
-            item_factors[i, f] = qi + lr * (z * pu - decay * qi)
-            item_factors[j, f] = qj + lr * (-z * pu - decay * qj)
+            pf, qif, qjf = p[f], qi[f], qj[f]
+            p[f] = pf + step_size * (z * (qif - qjf) - decay * pf)
+            qi[f] = qif + step_size * (z * pf - decay * qif)
+            qj[f] = qjf + step_size * (-z * pf - decay * qjf)
     return total
 
 
@@ -105,7 +108,7 @@ NEGATIVES = ("uniform", "popularity")
 class BPRSGDEpochs:
     """The epochs of `model` (a CPU BPR) trained by per-triple SGD at `lr` on the pairs of `train` (negatives outside
     the user's training items), plus optionally `generated` pairs (negatives outside training and generated items);
-    `pairs_per_epoch` (None: every pair) caps an epoch at that many pairs drawn afresh. `negatives`: "uniform" over
+    an epoch takes as many steps as there are pairs, or `pairs_per_epoch`. `negatives`: "uniform" over
     the catalog (BPR's), or "popularity", proportional to each item's training pairs (`implicit`'s; it helps on some
     catalogs and hurts on others, so the teacher's search tries both). Called as `epoch_fn(epoch, rng)` by
     `shared.training.fit`, it returns the epoch's mean BPR data loss."""
@@ -153,23 +156,33 @@ class BPRSGDEpochs:
         n = self.users.size
         if n == 0:
             return 0.0
-        order = rng.permutation(n)
-        if self.pairs_per_epoch is not None and self.pairs_per_epoch < n:
-            order = order[: self.pairs_per_epoch]
+        count = n if self.pairs_per_epoch is None else self.pairs_per_epoch
+        order = rng.integers(0, n, size=count)
+        candidates = self._candidates(rng, count)
         seed = int(rng.integers(2**31 - 1))
         with torch.no_grad():
             user_factors = self.model.user_emb.weight.detach().numpy()
             item_factors = self.model.item_emb.weight.detach().numpy()
             total = _sgd_epoch(user_factors, item_factors, self.users, self.items, self.first_generated,
                                self.raw.indptr, self.raw.indices, self.excluded.indptr, self.excluded.indices,
-                               self.negative_pool, order, self.lr, self.reg, seed)
+                               self.negative_pool, order, candidates, self.lr, self.reg, seed)
             if not (np.isfinite(user_factors).all() and np.isfinite(item_factors).all()):
                 return math.nan  # the loop stops the run with its divergence message
         return float(total) / order.size
 
+    def _candidates(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """First-choice negatives, drawn in one numpy call (numba's per-draw generator is the slower part of a step):
+        uniform over the catalog, or a random training pair's item (popularity)."""
+        if self.negative_pool.size:
+            return self.negative_pool[rng.integers(0, self.negative_pool.size, size=count)]
+        return rng.integers(0, self.raw.n_items, size=count)
+
 
 def draw_negatives(epochs: BPRSGDEpochs, users: np.ndarray, seed: int) -> np.ndarray:
-    """The negatives the kernel's sampler draws for raw pairs of `users` (one each), from `seed`: what an epoch
-    samples, for checking its distribution."""
-    return _negatives(epochs.raw.indptr, epochs.raw.indices, np.ascontiguousarray(users, dtype=np.int64),
-                      epochs.negative_pool, epochs.raw.n_items, seed)
+    """The negatives an epoch's sampler draws for raw pairs of `users` (one each), from `seed`: the first choices as
+    `BPRSGDEpochs` draws them and the kernel's redraws, for checking their distribution."""
+    users = np.ascontiguousarray(users, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    candidates = epochs._candidates(rng, users.size)
+    return _negatives(epochs.raw.indptr, epochs.raw.indices, users, candidates, epochs.negative_pool,
+                      epochs.raw.n_items, int(rng.integers(2**31 - 1)))

@@ -43,7 +43,7 @@ def test_an_epoch_equals_torch_sgd_on_each_triple_with_the_only_possible_negativ
     expected = twin(model)
     lr, rng_seed = 0.1, 7
     loss = BPRSGDEpochs(model, train, lr)(1, np.random.default_rng(rng_seed))
-    order = np.random.default_rng(rng_seed).permutation(train.nnz)
+    order = np.random.default_rng(rng_seed).integers(0, train.nnz, size=train.nnz)  # pairs drawn with replacement
     users, items = train.user_of_each_entry(), train.indices
     negative = {0: 3, 1: 0}
     triples = [(int(users[e]), int(items[e]), negative[int(users[e])]) for e in order]
@@ -54,14 +54,16 @@ def test_an_epoch_equals_torch_sgd_on_each_triple_with_the_only_possible_negativ
 
 
 def test_generated_pairs_draw_negatives_outside_training_and_generated_items():
-    # user 0 trained item 0 and was listed items 1, 2: its only possible negative is 3 for both kinds of pairs
-    train, generated = sets([[0]], n_items=4), sets([[1, 2]], n_items=4)
-    model = BPR(1, 4, dim=3, reg=0.01, init_std=0.5)
+    # user 0 trained items 0, 1, 2 (raw negatives: 3); user 1 trained nothing and was listed items 0, 1, 2 (its
+    # generated pairs' negatives: 3 as well, since listed items are excluded for them)
+    train, generated = sets([[0, 1, 2], []], n_items=4), sets([[], [0, 1, 2]], n_items=4)
+    model = BPR(2, 4, dim=3, reg=0.01, init_std=0.5)
     expected = twin(model)
     BPRSGDEpochs(model, train, 0.2, generated=generated)(1, np.random.default_rng(3))
-    order = np.random.default_rng(3).permutation(3)
-    positives = [0, 1, 2]  # raw pair first, then the generated ones
-    reference_epoch(expected, [(0, positives[e], 3) for e in order], 0.2)
+    order = np.random.default_rng(3).integers(0, 6, size=6)
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]  # raw pairs first, then the generated ones
+    reference_epoch(expected, [(*pairs[e], 3) for e in order], 0.2)
+    torch.testing.assert_close(model.user_emb.weight, expected.user_emb.weight, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model.item_emb.weight, expected.item_emb.weight, rtol=1e-5, atol=1e-6)
 
 
