@@ -1,8 +1,12 @@
 """What the HTTP benchmarks share: a free loopback port, a service started as a real process and awaited on
-/ready, and a closed-loop load generator (each client sends its next request when the previous one answered)."""
+/ready, and two closed-loop load generators (each client sends its next request when the previous one answered):
+`load` (httpx, one thread and connection per client) and `load_raw` (asyncio streams writing prepared HTTP/1.1
+requests on keep-alive connections and reading each response by its Content-Length: a few tens of microseconds of
+client CPU per request, so that on a small machine the load generator leaves the cores to the service)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import platform
@@ -95,6 +99,48 @@ def load(url: str, paths: Sequence[str], clients: int, headers: dict[str, str]) 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         samples = [x for part in pool.map(worker, chunks) for x in part]
+    seconds = time.perf_counter() - started
+    latencies = sorted(s for s, _ in samples)
+    return {"requests": len(samples), "rps": len(samples) / seconds,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "bytes_per_request": statistics.fmean(b for _, b in samples)}
+
+
+def load_raw(url: str, paths: Sequence[str], clients: int, headers: dict[str, str]) -> dict[str, float]:
+    """`load`'s measurements with the asyncio load generator: every path once, `clients` keep-alive connections at a
+    time in one event loop. Raises RuntimeError on a response that is not 200."""
+    host, port = url.removeprefix("http://").split(":")
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    requests = [f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode() for path in paths]
+
+    async def client(chunk: list[bytes]) -> list[tuple[float, int]]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out = []
+        try:
+            for request in chunk:
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = head.split(b" ", 2)[1]
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+                out.append((time.perf_counter() - started, length))
+                if status != b"200":
+                    raise RuntimeError(f"{request.split(b' ')[1].decode()} answered {status.decode()}")
+        finally:
+            writer.close()
+        return out
+
+    async def run() -> list[tuple[float, int]]:
+        parts = await asyncio.gather(*(client(requests[i::clients]) for i in range(clients)))
+        return [sample for part in parts for sample in part]
+
+    started = time.perf_counter()
+    samples = asyncio.run(run())
     seconds = time.perf_counter() - started
     latencies = sorted(s for s, _ in samples)
     return {"requests": len(samples), "rps": len(samples) / seconds,

@@ -7,8 +7,10 @@ requests/s of two workers over one at `--clients` clients.
 
     OMP_NUM_THREADS=1 python -m bench.serving --export <consumer data dir>/export [--epochs 2] [--requests 400]
 
-The load generator runs in this process (one thread and one keep-alive connection per client), on the same
-machine as the service: on a small machine it competes with the workers for the cores. Writes a Markdown table on
+The load generator runs in this process on the same machine as the service: by default the asyncio one
+(`bench._http.load_raw`, a few tens of microseconds of CPU per request, so that two workers have the cores to
+themselves); `--client httpx` uses one httpx thread and connection per client, which on a small machine competes
+with the workers for the cores. Writes a Markdown table on
 stdout and JSON to --out (default reports/bench/serving.json)."""
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from bench._http import free_port, load, machine, service
+from bench._http import free_port, load_raw, machine, service
+from bench._http import load as load_httpx
 from model_consumer.settings import ConsumerLayout
 from model_consumer.store import ExportStore
 from model_consumer.students import distill_and_publish
@@ -33,7 +36,8 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 K = 50
 
 
-def bench_model(data_dir: Path, tokens: list[str], requests: int, workers: int, clients: int) -> dict:
+def bench_model(data_dir: Path, tokens: list[str], requests: int, workers: int, clients: int,
+                raw: bool = True) -> dict:
     env = {"GDREC_CONSUMER_DATA_DIR": str(data_dir), "GDREC_CONSUMER_API_KEY": KEY,
            "GDREC_CONSUMER_LOG_LEVEL": "warning", "GDREC_CONSUMER_ENVIRONMENT": "development",
            "GDREC_CONSUMER_WORKERS": str(workers), "GDREC_CONSUMER_KEY_RATE_PER_S": "0"}
@@ -43,6 +47,7 @@ def bench_model(data_dir: Path, tokens: list[str], requests: int, workers: int, 
         result: dict = {"model": f"{card['parameter_ratio']:.0%} ({card['num_parameters']:,} params)",
                         "num_parameters": card["num_parameters"], "parameter_ratio": card["parameter_ratio"],
                         "workers": workers}
+        load = load_raw if raw else load_httpx
         for n in (1, clients):
             load(url, recs[: 16 * n], n, HEADERS)  # warm-up: connections opened, every worker reached
             result[f"rec@{n}"] = load(url, recs, n, HEADERS)
@@ -63,6 +68,8 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.5", help="student sizes, comma-separated (e.g. 1.0,0.5,0.3)")
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the second measurement")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="load generator: asyncio streams (light) or httpx threads")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/serving.json"))
     args = parser.parse_args()
     bundle = ExportStore(args.export).load_bundle()
@@ -75,9 +82,9 @@ def main() -> None:
             distill_and_publish(bundle, DistillConfig(fraction=fraction, epochs=args.epochs, progress=False),
                                 ConsumerLayout(root))
             for workers in (1, 2):
-                rows.append(bench_model(root, tokens, args.requests, workers, args.clients))
+                rows.append(bench_model(root, tokens, args.requests, workers, args.clients, args.client == "raw"))
     print(f"machine: {machine()}; export: {len(tokens):,} users, {len(bundle.manifest.item_ids):,} items; "
-          f"k={K}; {args.requests} requests per cell\n")
+          f"k={K}; {args.requests} requests per cell; load generator {args.client}\n")
     print("| student | workers | clients | rec rps | rec p50 ms | rec p99 ms | /health rps | rec / health | "
           "batch 1000 s |")
     print("|---|---|---|---|---|---|---|---|---|")

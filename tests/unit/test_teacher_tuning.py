@@ -185,3 +185,19 @@ def test_warm_starts_are_the_base_then_weaker_l2_within_the_space():
     assert [s["reg"] for s in narrow] == pytest.approx([1e-2, 1e-3])
     outside = TeacherSettings("bpr", {"dim": 64, "reg": 1.0}, 5e-3)  # reg above the space: no warm start at all
     assert SearchSpace(outside, TeacherTuning(), 100, 200).warm_starts() == []
+
+
+def test_an_sgd_base_searches_its_own_lr_range_and_both_negatives(groups):
+    base = TeacherSettings("bpr", {"dim": 8, "reg": 1e-2}, 0.05, optimizer="sgd")
+    space = SearchSpace(base, TeacherTuning(), 100, 200)
+    assert space.lr_range == TeacherTuning().sgd_lr
+    starts = space.warm_starts()
+    assert [(s["reg"], s["negatives"]) for s in starts] == [
+        (pytest.approx(1e-2), "uniform"), (pytest.approx(1e-3), "uniform"), (pytest.approx(1e-3), "popularity"),
+        (pytest.approx(1e-4), "uniform")]
+    search = TeacherTuning(budget_s=120, n_trials=4, reg=(1e-3, 1.0), sgd_lr=(0.02, 0.1), dims=(8,))
+    result = tune_teacher(groups, base, search, replace(SCHEDULE, epochs=150), batch_size=64, device="cpu")
+    assert result.settings.optimizer == "sgd" and result.settings.negatives in ("uniform", "popularity")
+    assert all(0.02 <= t.lr <= 0.1 for t in result.trials)
+    assert result.valid["NDCG@10"] > 0.6  # per-triple SGD learns the groups too
+    assert "sgd" in result.summary_line()
