@@ -43,7 +43,7 @@ AUTO_BUDGET_S = 1800.0  # auto stops trying further candidates once this many se
 PRODUCT_INCLUDE_OBSERVED = False  # the product's export leaves each user's own training items out of their list
 # -- the teacher's own hyperparameter search (data_owner.tuning) on a dataset without a preset
 TUNE_BUDGET_S = 900.0  # wall-clock seconds the search may take (a running trial stops at its next evaluation)
-TUNE_TRIALS = 40  # at most this many trials
+TUNE_TRIALS = 100  # at most this many trials
 TUNE_PATIENCE = 3  # evaluations without validation gain before a trial stops (the teacher's own: PATIENCE)
 
 @dataclass(frozen=True)
@@ -163,9 +163,9 @@ DEFAULT_TEACHERS: dict[str, TeacherSettings] = {
 # lr, L2 and uniform / popularity negatives in docs/experiments.md "Teachers and their presets"; foursquare takes
 # citeulike-t's settings untuned.
 SGD_TEACHER_PRESETS: dict[tuple[str, str], TeacherSettings] = {
-    ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 3e-3}, 2e-2, optimizer="sgd"),
-    ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-2, optimizer="sgd"),
-    ("foursquare", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 5e-2, optimizer="sgd"),
+    ("ml-100k", "bpr"): TeacherSettings("bpr", {"dim": 64, "reg": 1e-2}, 5e-2, optimizer="sgd"),
+    ("citeulike-t", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 1e-1, optimizer="sgd"),
+    ("foursquare", "bpr"): TeacherSettings("bpr", {"dim": 100, "reg": 1e-2}, 1e-1, optimizer="sgd"),
 }
 DEFAULT_SGD_TEACHER = SGD_TEACHER_PRESETS[("ml-100k", "bpr")]
 

@@ -46,9 +46,9 @@ from demo.catalog import catalog_titles
 app = typer.Typer(add_completion=False)
 
 MODEST = {
-    "owner": ["--teacher-epochs", "20", "--gd-epochs", "5", "--cgan-epochs", "20", "--eval-every", "5",
-              "--patience", "2"],
-    "consumer": ["--epochs", "20", "--eval-every", "5", "--patience", "2"],
+    "owner": ["--teacher-epochs", "150", "--gd-epochs", "20", "--cgan-epochs", "20", "--eval-every", "5",
+              "--patience", "3"],
+    "consumer": ["--epochs", "100", "--eval-every", "5", "--patience", "2"],
 }
 FULL: dict[str, list[str]] = {"owner": [], "consumer": []}  # the commands' defaults: the paper's settings
 K = 50  # the cutoff of the remote evaluation and of the summary (HR@50, NDCG@50)
