@@ -333,3 +333,12 @@ def test_the_smoke_script_tears_down_and_checks_the_misconfigured_override():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^compose-smoke:\n\tdeploy/compose_smoke\.sh$", makefile, re.M)
     assert re.search(r"^lock:", makefile, re.M) and re.search(r"^wheelhouse:", makefile, re.M)
+
+
+def test_the_owner_image_caches_compiled_training_code_where_its_user_may_write():
+    text = (REPO / "deploy" / "Dockerfile.owner").read_text()
+    env_lines = " ".join(re.findall(r"^ENV (.*(?:\\\n.*)*)", text, re.M))
+    cache = re.search(r"\bNUMBA_CACHE_DIR=(\S+)", env_lines)
+    artifacts = re.search(r"\bGDREC_OWNER_ARTIFACTS_DIR=(\S+)", env_lines)
+    assert cache and artifacts and cache.group(1).startswith(artifacts.group(1) + "/")  # the venv is root's
+    assert f"chown gdrec {artifacts.group(1)}" in text
