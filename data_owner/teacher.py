@@ -206,8 +206,8 @@ def continue_on_generated(
     """The GD teacher (Algorithm 1): a copy of the raw-data teacher trained further on raw + generated pairs,
     L_T = L_CF + L_GF, selected on validation. The input teacher is left untouched (it is the KD teacher).
     `pairs_per_epoch` caps the raw pairs of an epoch as in `train_base_model`. `optimizer` "sgd" (BPR) continues by
-    per-triple SGD over the raw and generated pairs shuffled together (under a cap, an epoch draws `pairs_per_epoch`
-    plus the number of generated pairs from both together)."""
+    per-triple SGD on pairs drawn from the raw and generated ones together (under a cap, an epoch takes
+    `pairs_per_epoch` plus the number of generated pairs steps)."""
     model = copy.deepcopy(teacher)
     if optimizer == "sgd":
         device = model.device
