@@ -100,11 +100,7 @@ def load(url: str, paths: Sequence[str], clients: int, headers: dict[str, str]) 
     with ThreadPoolExecutor(clients) as pool:
         samples = [x for part in pool.map(worker, chunks) for x in part]
     seconds = time.perf_counter() - started
-    latencies = sorted(s for s, _ in samples)
-    return {"requests": len(samples), "rps": len(samples) / seconds,
-            "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "bytes_per_request": statistics.fmean(b for _, b in samples)}
+    return _summary(samples, seconds)
 
 
 def load_raw(url: str, paths: Sequence[str], clients: int, headers: dict[str, str]) -> dict[str, float]:
@@ -142,6 +138,11 @@ def load_raw(url: str, paths: Sequence[str], clients: int, headers: dict[str, st
     started = time.perf_counter()
     samples = asyncio.run(run())
     seconds = time.perf_counter() - started
+    return _summary(samples, seconds)
+
+
+def _summary(samples: list[tuple[float, int]], seconds: float) -> dict[str, float]:
+    """Requests per second, p50 / p99 latency in ms and mean response bytes of (latency s, bytes) samples."""
     latencies = sorted(s for s, _ in samples)
     return {"requests": len(samples), "rps": len(samples) / seconds,
             "p50_ms": 1000 * statistics.median(latencies),
