@@ -179,3 +179,14 @@ def test_presets_and_chain_config_carry_the_optimizer():
         ChainConfig(dataset="ml-100k", family="neumf", teacher_optimizer="sgd")
     laid = teacher_from_fields("ml-100k", "bpr", {"lr": 0.05}, optimizer="sgd")
     assert laid.optimizer == "sgd" and laid.lr == 0.05 and laid.model == sgd.model
+
+
+def test_refused_under_torchrun_with_a_message(monkeypatch):
+    from shared import distributed
+
+    train, _ = block_data()
+    model = BPR(train.n_users, train.n_items, dim=4)
+    monkeypatch.setattr(distributed, "is_active", lambda: True)
+    with pytest.raises(ValueError, match="run in one process"):
+        fit(model, None, None, TrainConfig(epochs=1, lr=0.1, progress=False),
+            epoch_fn=BPRSGDEpochs(model, train, 0.1), description="teacher")
