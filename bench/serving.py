@@ -67,7 +67,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--fractions", default="0.5", help="student sizes, comma-separated (e.g. 1.0,0.5,0.3)")
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the second measurement")
+    parser.add_argument("--clients", type=int, default=32,
+                        help="concurrent clients (keep-alive connections) of the second measurement; each connection "
+                             "stays with the worker that accepted it, so a few connections can leave one worker idle")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator: asyncio streams (light) or httpx threads")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/serving.json"))
