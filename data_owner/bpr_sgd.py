@@ -142,7 +142,7 @@ class BPRSGDEpochs:
         self.negative_pool = np.ascontiguousarray(train.indices if negatives == "popularity" else np.empty(0),
                                                   dtype=np.int64)
         candidates = np.unique(self.negative_pool) if negatives == "popularity" else np.arange(train.n_items)
-        for sets in {id(train): train, id(self.excluded): self.excluded}.values():
+        for sets in (train,) if generated is None else (train, self.excluded):
             covered = np.bincount(sets.user_of_each_entry()[np.isin(sets.indices, candidates)],
                                   minlength=train.n_users)
             stuck = np.flatnonzero((covered >= candidates.size) & (sets.lengths() > 0))

@@ -222,8 +222,7 @@ def tune_teacher(split: LeaveOneOutSplit, base: TeacherSettings, tuning: Teacher
 
     def objective(trial: optuna.Trial) -> float:
         settings = space.suggest(trial)
-        trial.set_user_attr("settings", {"model": settings.model, "lr": settings.lr,
-                                         "negatives": settings.negatives})
+        trial.set_user_attr("settings", settings.key_payload())
         trial_started = time.perf_counter()
         evaluations = 0
         best = -math.inf
@@ -274,9 +273,7 @@ def tune_teacher(split: LeaveOneOutSplit, base: TeacherSettings, tuning: Teacher
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         best_trial = max(complete, key=lambda t: (t.value, -t.number))
-        chosen = TeacherSettings(base.family, dict(best_trial.user_attrs["settings"]["model"]),
-                                 float(best_trial.user_attrs["settings"]["lr"]), optimizer=base.optimizer,
-                                 negatives=best_trial.user_attrs["settings"].get("negatives", base.negatives))
+        chosen = TeacherSettings.from_payload(best_trial.user_attrs["settings"])
         result = TuningResult(chosen, base, best_trial.number, metric, dict(best_trial.user_attrs["valid"]), trials,
                               tuning.budget_s, seconds, space.max_params)
     else:
